@@ -1,0 +1,225 @@
+"""Affine-invariant depth losses of MiDaS / Depth Anything (notebooks 02 and 03; used by `dalib.train`).
+
+All maps are (B, H, W); `mask` is bool and selects the valid set V of each image. Every function is
+batched (no Python loop over images), runs on CPU and CUDA, and never returns NaN/inf in value or
+gradient, whatever the masked-out pixels hold.
+
+    ssi_loss                scale-and-shift-invariant loss (V1 Eq. 1-3; MiDaS least-squares variant)
+    gradient_matching_loss  multi-scale gradient matching on the aligned residual (MiDaS)
+    feature_alignment_loss  1 - cosine to a frozen encoder, with a tolerance margin (V1 Sec. 3.3)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ALIGNS = ("median", "lstsq")
+
+
+# ----------------------------------------------------------------------------- masked statistics
+def _check(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    if pred.dim() != 3:
+        raise ValueError(f"pred must be (B,H,W), got shape {tuple(pred.shape)}")
+    if target.shape != pred.shape or mask.shape != pred.shape:
+        raise ValueError(
+            f"pred {tuple(pred.shape)}, target {tuple(target.shape)} and mask {tuple(mask.shape)} must have one shape"
+        )
+    return mask.to(torch.bool)
+
+
+def _sorted_valid(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows of x (B, N) sorted with the masked-out entries pushed to the end (+inf); valid counts (B,)."""
+    inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
+    return torch.where(mask, x, inf).sort(dim=1).values, mask.sum(dim=1)
+
+
+def _gather_rank(xs: Tensor, rank: Tensor) -> Tensor:
+    """xs[b, rank[b]] with rank clamped into range (rows with no valid entry are discarded by callers)."""
+    rank = rank.clamp(0, xs.shape[1] - 1).long()
+    return xs.gather(1, rank[:, None]).squeeze(1)
+
+
+def masked_median(x: Tensor, mask: Tensor) -> Tensor:
+    """Median over the valid entries of each row (B, N) -> (B,); mean of the two middle values for even counts.
+
+    Masked-out entries never enter it. Rows without valid entries give 0.
+    """
+    xs, n = _sorted_valid(x, mask)
+    med = 0.5 * (_gather_rank(xs, (n - 1) // 2) + _gather_rank(xs, n // 2))
+    return torch.where(n > 0, med, torch.zeros_like(med))
+
+
+def masked_quantile(x: Tensor, mask: Tensor, q: float) -> Tensor:
+    """q-quantile over the valid entries of each row (B, N) -> (B,), linear interpolation between
+    order statistics (as `numpy.quantile`'s default). Rows without valid entries give 0."""
+    xs, n = _sorted_valid(x, mask)
+    pos = q * (n - 1).clamp_min(0).to(x.dtype)
+    lo = pos.floor()
+    frac = pos - lo
+    a, b = _gather_rank(xs, lo), _gather_rank(xs, lo + 1)
+    b = torch.where(frac > 0, b, a)  # at an exact rank do not touch the (maybe +inf) next entry
+    val = a + frac * (b - a)
+    return torch.where(n > 0, val, torch.zeros_like(val))
+
+
+# ----------------------------------------------------------------------------- alignment
+def normalize_median_mad(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """x_hat = (x - med_V(x)) / mad_V(x), mad = mean_V |x - med_V(x)| (V1 Eq. 3), per image.
+
+    x, mask: (B, H, W). Returns x_hat (0 outside V) and ok (B,): images with >= 2 valid pixels
+    and mad > 0.
+    """
+    B = x.shape[0]
+    xf = torch.where(mask, x, torch.zeros_like(x)).reshape(B, -1)  # masked NaN/inf never reach the math
+    mf = mask.reshape(B, -1)
+    n = mf.sum(1)
+    med = masked_median(xf, mf)
+    dev = torch.where(mf, (xf - med[:, None]).abs(), torch.zeros_like(xf))
+    mad = dev.sum(1) / n.clamp_min(1)
+    ok = (n >= 2) & (mad > 0)
+    safe_mad = torch.where(ok, mad, torch.ones_like(mad))
+    xh = torch.where(mf, (xf - med[:, None]) / safe_mad[:, None], torch.zeros_like(xf))
+    return xh.reshape_as(x), ok
+
+
+def lstsq_scale_shift(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per image (s, b) = argmin sum_V (s * pred + b - target)^2, shapes (B,), plus ok (B,).
+
+    Closed form of the 2x2 normal equations
+        [sum p^2  sum p] [s]   [sum p t]
+        [sum p    n    ] [b] = [sum t  ]
+    written in centred form for float32 accuracy: s = cov(p, t) / var(p), b = mean t - s mean p.
+    ok is False for images with < 2 valid pixels or a singular system (var(p) ~ 0); there s = 0, b = 0.
+    """
+    B = pred.shape[0]
+    m = mask.reshape(B, -1)
+    p = torch.where(m, pred.reshape(B, -1), torch.zeros((), dtype=pred.dtype, device=pred.device))
+    t = torch.where(m, target.reshape(B, -1), torch.zeros((), dtype=target.dtype, device=target.device))
+    n = m.sum(1).to(p.dtype)
+    nn_ = n.clamp_min(1)
+    mp, mt = p.sum(1) / nn_, t.sum(1) / nn_
+    pc = torch.where(m, p - mp[:, None], torch.zeros_like(p))
+    tc = torch.where(m, t - mt[:, None], torch.zeros_like(t))
+    var = (pc * pc).sum(1)
+    cov = (pc * tc).sum(1)
+    # singular when the spread of p is at rounding level relative to its magnitude
+    ok = (n >= 2) & (var > torch.finfo(p.dtype).eps * (p * p).sum(1))
+    safe_var = torch.where(ok, var, torch.ones_like(var))
+    s = torch.where(ok, cov / safe_var, torch.zeros_like(var))
+    b = torch.where(ok, mt - s * mp, torch.zeros_like(var))
+    return s, b, ok
+
+
+def aligned_residual(pred: Tensor, target: Tensor, mask: Tensor, align: str = "median") -> tuple[Tensor, Tensor]:
+    """Signed residual R of aligned prediction minus aligned target, (B, H, W), 0 outside the mask.
+
+    "median": R = pred_hat - target_hat (each normalised by median / MAD over V).
+    "lstsq":  R = s * pred + b - target (s, b from `lstsq_scale_shift`).
+    Returns R and the mask restricted to images that can be aligned (others contribute nothing).
+    """
+    if align == "median":
+        ph, okp = normalize_median_mad(pred, mask)
+        th, okt = normalize_median_mad(target, mask)
+        ok = okp & okt
+        r = ph - th
+    elif align == "lstsq":
+        s, b, ok = lstsq_scale_shift(pred, target, mask)
+        p = torch.where(mask, pred, torch.zeros_like(pred))
+        t = torch.where(mask, target, torch.zeros_like(target))
+        r = s[:, None, None] * p + b[:, None, None] - t
+    else:
+        raise ValueError(f"align must be one of {ALIGNS}, got {align!r}")
+    mask = mask & ok[:, None, None]
+    return torch.where(mask, r, torch.zeros_like(r)), mask
+
+
+# ----------------------------------------------------------------------------- losses
+def ssi_loss(
+    pred: Tensor,
+    target: Tensor,
+    mask: Tensor,
+    *,
+    align: str = "median",
+    trim: float = 0.0,
+    reduction: str = "batch",
+) -> Tensor:
+    """Scale-and-shift-invariant loss (V1 Eq. 1-3; V2 uses trim=0.1 on pseudo-labels). Notebook 02.
+
+    pred, target (B, H, W) disparity-like maps, mask (B, H, W) bool.
+    align="median":  r = |pred_hat - target_hat|, x_hat = (x - med_V x) / mean_V |x - med_V x|
+    align="lstsq":   r = (s * pred + b - target)^2 with (s, b) the per-image least-squares fit
+    trim in [0, 1):  per image, drop valid pixels with r strictly above the (1 - trim) quantile of r
+    reduction="batch": sum of kept r / number of kept pixels over the batch;
+    reduction="image": mean over images of each image's mean kept r.
+    Images with < 2 valid pixels, zero MAD or a singular fit contribute nothing; if none
+    contributes the result is a differentiable 0.
+    """
+    mask = _check(pred, target, mask)
+    if not 0.0 <= trim < 1.0:
+        raise ValueError(f"trim must be in [0, 1), got {trim}")
+    if reduction not in ("batch", "image"):
+        raise ValueError(f"reduction must be 'batch' or 'image', got {reduction!r}")
+    R, mask = aligned_residual(pred, target, mask, align)
+    r = R.abs() if align == "median" else R * R
+    B = r.shape[0]
+    rf, mf = r.reshape(B, -1), mask.reshape(B, -1)
+    if trim > 0:
+        thr = masked_quantile(rf.detach(), mf, 1.0 - trim)
+        mf = mf & (rf.detach() <= thr[:, None])
+    rf = torch.where(mf, rf, torch.zeros_like(rf))
+    num, cnt = rf.sum(1), mf.sum(1)
+    if reduction == "batch":
+        return num.sum() / cnt.sum().clamp_min(1)
+    per_image = num / cnt.clamp_min(1)
+    used = cnt > 0
+    return torch.where(used, per_image, torch.zeros_like(per_image)).sum() / used.sum().clamp_min(1)
+
+
+def gradient_matching_loss(
+    pred: Tensor,
+    target: Tensor,
+    mask: Tensor,
+    *,
+    scales: int = 4,
+    align: str = "median",
+) -> Tensor:
+    """Multi-scale gradient matching on the aligned residual R (MiDaS Eq. 11). Notebook 03.
+
+    For k = 0..scales-1, with R_k = R[:, ::2^k, ::2^k] and M_k likewise:
+        L_k = (sum |R_k[x+1] - R_k[x]| + sum |R_k[y+1] - R_k[y]|) / |M_k|,
+    each difference counted only where both pixels are valid, sums over the batch; result sum_k L_k.
+    pred, target (B, H, W), mask (B, H, W) bool.
+    """
+    mask = _check(pred, target, mask)
+    if scales < 1:
+        raise ValueError(f"scales must be >= 1, got {scales}")
+    R, mask = aligned_residual(pred, target, mask, align)
+    total = R.new_zeros(())
+    for k in range(scales):  # loop over scales (4), not over images
+        step = 2**k
+        r, m = R[:, ::step, ::step], mask[:, ::step, ::step]
+        mx = m[:, :, 1:] & m[:, :, :-1]
+        my = m[:, 1:, :] & m[:, :-1, :]
+        gx = torch.where(mx, (r[:, :, 1:] - r[:, :, :-1]).abs(), torch.zeros_like(r[:, :, 1:]))
+        gy = torch.where(my, (r[:, 1:, :] - r[:, :-1, :]).abs(), torch.zeros_like(r[:, 1:, :]))
+        total = total + (gx.sum() + gy.sum()) / m.sum().clamp_min(1)
+    return total
+
+
+def feature_alignment_loss(student_feats: Tensor, frozen_feats: Tensor, *, margin: float = 0.15) -> Tensor:
+    """1 - mean cosine similarity between student and frozen-encoder tokens (V1 Eq. 5). Notebook 06.
+
+    student_feats, frozen_feats: (B, N, C) patch tokens (channels last). Tokens already within the
+    tolerance margin (1 - cos < margin; V1's alpha = 1 - margin = 0.85) are ignored, so the student
+    keeps freedom where the frozen features are not depth-discriminative. Returns a differentiable 0
+    when every token is within the margin. The frozen features get no gradient.
+    """
+    if student_feats.shape != frozen_feats.shape or student_feats.dim() != 3:
+        raise ValueError(
+            f"student_feats {tuple(student_feats.shape)} and frozen_feats {tuple(frozen_feats.shape)} "
+            "must both be (B, N, C)"
+        )
+    dist = 1.0 - F.cosine_similarity(student_feats, frozen_feats.detach(), dim=-1, eps=1e-6)
+    keep = dist.detach() >= margin
+    return torch.where(keep, dist, torch.zeros_like(dist)).sum() / keep.sum().clamp_min(1)

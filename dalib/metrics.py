@@ -1,0 +1,172 @@
+"""Evaluation of relative depth (notebook 07_evaluation; first used in 04_teacher_training).
+
+A relative-depth model is only defined up to scale and shift in disparity, so, as in the Depth
+Anything / MiDaS evaluation, each prediction is aligned to the ground-truth disparity by least
+squares before depth metrics are computed. Shapes: (B, H, W); masks bool.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from dalib.disparity import valid_depth_mask
+from dalib.losses import lstsq_scale_shift
+
+METRIC_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "delta1", "delta2", "delta3")
+LOWER_IS_BETTER = {"abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog"}
+
+
+def _masked_mean(x: Tensor, m: Tensor, n: Tensor) -> Tensor:
+    return torch.where(m, x, torch.zeros_like(x)).sum(dim=(1, 2)) / n
+
+
+def align_disparity(pred_disp: Tensor, gt_depth: Tensor, mask: Tensor) -> Tensor:
+    """s * pred_disp + b with (s, b) the least-squares fit to 1/gt_depth over mask, per image.
+
+    An image whose prediction is constant over the mask gets s = 0 and b = mean GT disparity
+    (the best constant), so a degenerate prediction is scored, not skipped.
+    """
+    gt_disp = torch.where(mask, 1.0 / torch.where(mask, gt_depth, torch.ones_like(gt_depth)), torch.zeros_like(gt_depth))
+    s, b, ok = lstsq_scale_shift(pred_disp, gt_disp, mask)
+    n = mask.sum(dim=(1, 2)).clamp_min(1).to(gt_disp.dtype)
+    b = torch.where(ok, b, gt_disp.sum(dim=(1, 2)) / n)
+    return s[:, None, None] * pred_disp + b[:, None, None]
+
+
+@torch.no_grad()
+def per_image_depth_metrics(
+    pred_disp: Tensor,
+    gt_depth: Tensor,
+    mask: Tensor | None = None,
+    *,
+    min_depth: float | None = None,
+    max_depth: float | None = None,
+) -> tuple[dict[str, Tensor], Tensor]:
+    """Metrics of each image, (B,) tensors keyed as METRIC_KEYS, and which images were scored (B,) bool.
+
+    Valid pixels: `mask` & finite GT depth > 0 (& min_depth <= GT <= max_depth when those are given).
+    The aligned disparity is clamped to [1/max_depth, 1/min_depth] (defaults: the image's own max and
+    min valid GT depth), depth = 1 / disparity, then (p = prediction, t = GT, on valid pixels):
+      abs_rel = mean |p - t| / t        sq_rel = mean (p - t)^2 / t     rmse = sqrt mean (p - t)^2
+      rmse_log = sqrt mean (log p - log t)^2                            log10 = mean |log10 p - log10 t|
+      silog = sqrt(mean g^2 - 0.5 (mean g)^2), g = log t - log p        delta_k = mean(max(t/p, p/t) < 1.25^k)
+    """
+    if pred_disp.dim() == 2:
+        pred_disp, gt_depth = pred_disp[None], gt_depth[None]
+        mask = None if mask is None else mask[None]
+    if pred_disp.shape != gt_depth.shape:
+        raise ValueError(f"pred_disp {tuple(pred_disp.shape)} and gt_depth {tuple(gt_depth.shape)} must have one shape")
+    if mask is not None and mask.shape != gt_depth.shape:
+        raise ValueError(f"mask {tuple(mask.shape)} must have the shape of gt_depth {tuple(gt_depth.shape)}")
+    # float64: the metrics are sums of many small terms, and evaluation is not the hot path
+    pred = pred_disp.detach().to(torch.float64)
+    gt = gt_depth.detach().to(torch.float64)
+    valid = valid_depth_mask(gt, mask) & torch.isfinite(pred)
+    if min_depth is not None:
+        valid &= gt >= min_depth
+    if max_depth is not None:
+        valid &= gt <= max_depth
+    n = valid.sum(dim=(1, 2))
+    scored = n >= 2
+    inf = torch.tensor(float("inf"), dtype=gt.dtype, device=gt.device)
+    if max_depth is None:
+        dmax = torch.where(valid, gt, -inf).amax(dim=(1, 2))
+    else:
+        dmax = torch.full_like(n, max_depth, dtype=gt.dtype)
+    if min_depth is None:
+        dmin = torch.where(valid, gt, inf).amin(dim=(1, 2))
+    else:
+        dmin = torch.full_like(n, min_depth, dtype=gt.dtype)
+    dmax = torch.where(scored, dmax, torch.ones_like(dmax))
+    dmin = torch.where(scored, dmin, torch.ones_like(dmin))
+
+    aligned = align_disparity(torch.where(valid, pred, torch.zeros_like(pred)), gt, valid)
+    aligned = torch.maximum(torch.minimum(aligned, (1.0 / dmin)[:, None, None]), (1.0 / dmax)[:, None, None])
+    p = 1.0 / aligned
+    t = torch.where(valid, gt, torch.ones_like(gt))
+    nf = n.clamp_min(1).to(gt.dtype)
+
+    g = torch.log(t) - torch.log(p)
+    ratio = torch.maximum(t / p, p / t)
+    out = {
+        "abs_rel": _masked_mean((p - t).abs() / t, valid, nf),
+        "sq_rel": _masked_mean((p - t) ** 2 / t, valid, nf),
+        "rmse": _masked_mean((p - t) ** 2, valid, nf).sqrt(),
+        "rmse_log": _masked_mean(g**2, valid, nf).sqrt(),
+        "log10": _masked_mean((torch.log10(p) - torch.log10(t)).abs(), valid, nf),
+        "silog": (_masked_mean(g**2, valid, nf) - 0.5 * _masked_mean(g, valid, nf) ** 2).clamp_min(0).sqrt(),
+    }
+    for k in (1, 2, 3):
+        out[f"delta{k}"] = _masked_mean((ratio < 1.25**k).to(gt.dtype), valid, nf)
+    return out, scored
+
+
+def eval_depth(
+    pred_disp: Tensor,
+    gt_depth: Tensor,
+    mask: Tensor | None = None,
+    *,
+    min_depth: float | None = None,
+    max_depth: float | None = None,
+) -> dict[str, float]:
+    """Affine-aligned depth metrics averaged over images (see `per_image_depth_metrics`). Notebook 07.
+
+    pred_disp: (B, H, W) predicted relative disparity; gt_depth: (B, H, W) metres (0/NaN/inf invalid);
+    mask: (B, H, W) bool or None. Returns {abs_rel, sq_rel, rmse, rmse_log, log10, silog,
+    delta1, delta2, delta3} as floats. Images with < 2 valid pixels are skipped; ValueError if none remain.
+    """
+    per, scored = per_image_depth_metrics(pred_disp, gt_depth, mask, min_depth=min_depth, max_depth=max_depth)
+    if not bool(scored.any()):
+        raise ValueError("eval_depth: no image has 2 or more valid ground-truth pixels (check gt_depth and mask)")
+    return {k: float(v[scored].mean()) for k, v in per.items()}
+
+
+@torch.no_grad()
+def ordinal_accuracy(
+    pred_disp: Tensor,
+    gt_depth: Tensor,
+    mask: Tensor | None = None,
+    *,
+    pairs_per_image: int = 1000,
+    min_ratio: float = 1.05,
+    seed: int = 0,
+) -> float:
+    """DA-2K-style relative-depth accuracy: the share of sampled point pairs whose order (which point
+    is closer) the prediction gets right. Notebook 07.
+
+    Pairs are drawn uniformly among valid pixels of each image, keeping pairs whose GT depths differ by
+    at least `min_ratio` (DA-2K annotates pairs with a clear order). Closer = larger disparity.
+    Scale/shift-free, so no alignment is needed (a negative scale would flip every pair and is wrong).
+    """
+    if pred_disp.dim() == 2:
+        pred_disp, gt_depth = pred_disp[None], gt_depth[None]
+        mask = None if mask is None else mask[None]
+    valid = valid_depth_mask(gt_depth, mask) & torch.isfinite(pred_disp)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    B = gt_depth.shape[0]
+    vf = valid.reshape(B, -1).cpu()
+    counts = vf.sum(1)
+    if int((counts >= 2).sum()) == 0:
+        raise ValueError("ordinal_accuracy: no image has 2 or more valid ground-truth pixels")
+    # draw ranks among valid pixels per image, then map ranks to flat indices
+    u = torch.rand(B, pairs_per_image, 2, generator=g)
+    ranks = (u * counts[:, None, None].clamp_min(1)).long().clamp_max((counts - 1).clamp_min(0)[:, None, None])
+    order = torch.argsort((~vf).to(torch.int8), dim=1, stable=True)  # valid pixels first
+    idx = order.gather(1, ranks.reshape(B, -1)).reshape(B, pairs_per_image, 2).to(gt_depth.device)
+    t = gt_depth.reshape(B, -1).to(torch.float64)
+    d = pred_disp.reshape(B, -1).to(torch.float64)
+    ta, tb = t.gather(1, idx[..., 0]), t.gather(1, idx[..., 1])
+    da, db = d.gather(1, idx[..., 0]), d.gather(1, idx[..., 1])
+    use = (torch.maximum(ta, tb) >= min_ratio * torch.minimum(ta, tb)) & (counts >= 2).to(gt_depth.device)[:, None]
+    correct = ((ta < tb) & (da > db)) | ((ta > tb) & (da < db))
+    total = int(use.sum())
+    if total == 0:
+        raise ValueError(f"ordinal_accuracy: no sampled pair has a depth ratio >= {min_ratio}")
+    return float((correct & use).sum()) / total
+
+
+def summarize(metrics: dict[str, float], digits: int = 4) -> dict[str, float]:
+    """Round a metrics dict for reports; NaN stays NaN."""
+    return {k: (round(v, digits) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}

@@ -1,0 +1,90 @@
+"""The run folder: where notebooks leave artifacts for each other and for the report.
+
+Notebooks never share hidden state; they pass checkpoints, datasets and numbers through `run_dir`:
+
+    run_dir/metrics/<section>.json   numbers a notebook reports (merged into run_dir/metrics.json)
+    run_dir/figures/<name>.png       figures the report embeds
+    run_dir/{teacher,student,data}/  checkpoints and datasets (written by the later chapters)
+
+Writes are atomic (temp file, fsync, rename), so an interrupted run never leaves half a file.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_dir_path(run_dir: str | os.PathLike | None = None) -> Path:
+    """The run folder as an absolute Path, created if missing.
+
+    None -> $DALIB_RUN_DIR, else `<repo>/runs/notebooks` (what a student stepping through JupyterLab gets).
+    """
+    if run_dir is None or str(run_dir) == "":
+        run_dir = os.environ.get("DALIB_RUN_DIR") or REPO_ROOT / "runs" / "notebooks"
+    p = Path(run_dir).expanduser().resolve()
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` through a temp file in the same folder + fsync + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "item") and callable(x.item) and getattr(x, "ndim", 1) == 0:
+        x = x.item()  # numpy / torch scalars
+    if isinstance(x, float) and not math.isfinite(x):
+        return None  # JSON has no NaN/inf
+    return x
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> Path:
+    return atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n").encode())
+
+
+def record_metrics(run_dir, section: str, metrics: dict) -> Path:
+    """Save a notebook's numbers as run_dir/metrics/<section>.json; the pipeline merges every section
+    into run_dir/metrics.json under the key `section`. Re-recording a section replaces it."""
+    if not section or "/" in section:
+        raise ValueError(f"section must be a plain name, got {section!r}")
+    return atomic_write_json(run_dir_path(run_dir) / "metrics" / f"{section}.json", metrics)
+
+
+def save_figure(run_dir, fig, name: str, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as run_dir/figures/<name>.png (atomically) for the report."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return atomic_write_bytes(run_dir_path(run_dir) / "figures" / f"{name}.png", buf.getvalue())
+
+
+def load_metrics(run_dir) -> dict:
+    """All recorded sections of a run folder, {section: metrics}."""
+    out = {}
+    for f in sorted((run_dir_path(run_dir) / "metrics").glob("*.json")):
+        out[f.stem] = json.loads(f.read_text())
+    return out

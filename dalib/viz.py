@@ -1,0 +1,94 @@
+"""Pictures of depth: colourised disparity, image grids, widgets that degrade to static plots.
+
+Used by every notebook and by `python -m dalib predict`. Nothing here is needed for training.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+def to_numpy(x) -> np.ndarray:
+    """Tensor (any device/dtype) or array -> float numpy array (a no-op for numpy input)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x)
+
+
+def colorize(disp, mask=None, cmap: str = "Spectral_r", vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """(H, W) disparity -> (H, W, 3) uint8 RGB; near (large disparity) is warm with "Spectral_r".
+
+    The range is the 2nd..98th percentile of valid pixels unless vmin/vmax are given; invalid
+    pixels (mask False or non-finite) are black.
+    """
+    import matplotlib
+
+    d = to_numpy(disp).astype(np.float64)
+    valid = np.isfinite(d) if mask is None else (to_numpy(mask).astype(bool) & np.isfinite(d))
+    if valid.any():
+        lo = np.percentile(d[valid], 2) if vmin is None else vmin
+        hi = np.percentile(d[valid], 98) if vmax is None else vmax
+    else:
+        lo, hi = 0.0, 1.0
+    x = np.clip((np.where(valid, d, lo) - lo) / max(hi - lo, 1e-12), 0, 1)
+    rgb = matplotlib.colormaps[cmap](x)[..., :3]
+    rgb[~valid] = 0
+    return (rgb * 255 + 0.5).astype(np.uint8)
+
+
+def show_grid(images, titles=None, ncols: int | None = None, size: float = 3.0, cmap: str | None = None):
+    """Plot a list of (H, W) or (H, W, 3) arrays in a grid; returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    images = [to_numpy(im) for im in images]
+    n = len(images)
+    ncols = ncols or n
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            im = images[i]
+            ax.imshow(im, cmap=cmap if im.ndim == 2 else None)
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def has_widget_frontend() -> bool:
+    """True inside a live Jupyter front end that can show ipywidgets; False under papermill/nbval/scripts."""
+    try:
+        from IPython import get_ipython
+
+        ip = get_ipython()
+        if ip is None or "IPKernelApp" not in ip.config:
+            return False
+        import os
+
+        # papermill and nbval execute headless; they set no front end. JPY_SESSION_NAME is set by
+        # JupyterLab / Notebook servers for kernels they start.
+        return bool(os.environ.get("JPY_SESSION_NAME")) and not os.environ.get("DALIB_HEADLESS")
+    except Exception:
+        return False
+
+
+def interactive_or_static(plot: Callable[..., None], static_values: dict, **sliders) -> None:
+    """Show `plot(**values)` with ipywidgets sliders when a front end exists, else once with `static_values`.
+
+    `sliders` map argument names to ipywidgets (or `(min, max, step)` tuples); the same cell works in
+    JupyterLab (interactive) and under papermill/nbval (a static plot).
+    """
+    if has_widget_frontend():
+        import ipywidgets as widgets
+
+        controls = {}
+        for name, spec in sliders.items():
+            if isinstance(spec, tuple):
+                spec = widgets.FloatSlider(value=static_values[name], min=spec[0], max=spec[1], step=spec[2])
+            controls[name] = spec
+        widgets.interact(plot, **controls)
+    else:
+        plot(**static_values)
