@@ -6,6 +6,7 @@ gradient, whatever the masked-out pixels hold.
 
     ssi_loss                scale-and-shift-invariant loss (V1 Eq. 1-3; MiDaS least-squares variant)
     gradient_matching_loss  multi-scale gradient matching on the aligned residual (MiDaS)
+    depth_loss              ssi + 2 * gradient matching (V2), sharing one alignment
     feature_alignment_loss  1 - cosine to a frozen encoder, with a tolerance margin (V1 Sec. 3.3)
 """
 from __future__ import annotations
@@ -43,10 +44,19 @@ def _gather_rank(xs: Tensor, rank: Tensor) -> Tensor:
 def masked_median(x: Tensor, mask: Tensor) -> Tensor:
     """Median over the valid entries of each row (B, N) -> (B,); mean of the two middle values for even counts.
 
-    Masked-out entries never enter it. Rows without valid entries give 0.
+    Masked-out entries never enter it. Rows without valid entries give 0. One linear-time selection
+    (`nanmedian`, which returns the lower middle value v_k, k = (n-1)//2) instead of a full sort; the
+    upper middle value v_{k+1} is v_k again when more than k+1 entries are <= v_k, else the smallest
+    entry above v_k.
     """
-    xs, n = _sorted_valid(x, mask)
-    med = 0.5 * (_gather_rank(xs, (n - 1) // 2) + _gather_rank(xs, n // 2))
+    nan = torch.tensor(float("nan"), dtype=x.dtype, device=x.device)
+    inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
+    n = mask.sum(dim=1)
+    lower = torch.nanmedian(torch.where(mask, x, nan), dim=1).values
+    at_or_below = (mask & (x <= lower[:, None])).sum(dim=1)
+    above = torch.where(mask & (x > lower[:, None]), x, inf).amin(dim=1)
+    upper = torch.where((n % 2 == 1) | (at_or_below > (n - 1) // 2 + 1), lower, above)
+    med = 0.5 * (lower + upper)
     return torch.where(n > 0, med, torch.zeros_like(med))
 
 
@@ -71,15 +81,13 @@ def normalize_median_mad(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     and mad > 0.
     """
     B = x.shape[0]
-    xf = torch.where(mask, x, torch.zeros_like(x)).reshape(B, -1)  # masked NaN/inf never reach the math
     mf = mask.reshape(B, -1)
+    xf = x.reshape(B, -1).masked_fill(~mf, 0)  # masked NaN/inf never reach the math
     n = mf.sum(1)
-    med = masked_median(xf, mf)
-    dev = torch.where(mf, (xf - med[:, None]).abs(), torch.zeros_like(xf))
-    mad = dev.sum(1) / n.clamp_min(1)
+    centred = (xf - masked_median(xf, mf)[:, None]).masked_fill(~mf, 0)
+    mad = centred.abs().sum(1) / n.clamp_min(1)
     ok = (n >= 2) & (mad > 0)
-    safe_mad = torch.where(ok, mad, torch.ones_like(mad))
-    xh = torch.where(mf, (xf - med[:, None]) / safe_mad[:, None], torch.zeros_like(xf))
+    xh = centred / torch.where(ok, mad, torch.ones_like(mad))[:, None]
     return xh.reshape_as(x), ok
 
 
@@ -94,17 +102,20 @@ def lstsq_scale_shift(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tenso
     """
     B = pred.shape[0]
     m = mask.reshape(B, -1)
-    p = torch.where(m, pred.reshape(B, -1), torch.zeros((), dtype=pred.dtype, device=pred.device))
-    t = torch.where(m, target.reshape(B, -1), torch.zeros((), dtype=target.dtype, device=target.device))
+    return _lstsq_fit(pred.reshape(B, -1).masked_fill(~m, 0), target.reshape(B, -1).masked_fill(~m, 0), m)
+
+
+def _lstsq_fit(p: Tensor, t: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """`lstsq_scale_shift` on flattened (B, N) maps that are already 0 outside the mask m."""
     n = m.sum(1).to(p.dtype)
     nn_ = n.clamp_min(1)
     mp, mt = p.sum(1) / nn_, t.sum(1) / nn_
-    pc = torch.where(m, p - mp[:, None], torch.zeros_like(p))
-    tc = torch.where(m, t - mt[:, None], torch.zeros_like(t))
-    var = (pc * pc).sum(1)
-    cov = (pc * tc).sum(1)
-    # singular when the spread of p is at rounding level relative to its magnitude
-    ok = (n >= 2) & (var > torch.finfo(p.dtype).eps * (p * p).sum(1))
+    pc = (p - mp[:, None]).masked_fill(~m, 0)
+    tc = (t - mt[:, None]).masked_fill(~m, 0)
+    var = torch.einsum("bn,bn->b", pc, pc)  # sum_V (p - mean p)^2, no (B, N) temporary
+    cov = torch.einsum("bn,bn->b", pc, tc)
+    # singular when the spread of p is at rounding level relative to its magnitude (sum p^2 = var + n mp^2)
+    ok = (n >= 2) & (var > torch.finfo(p.dtype).eps * (var + n * mp * mp))
     safe_var = torch.where(ok, var, torch.ones_like(var))
     s = torch.where(ok, cov / safe_var, torch.zeros_like(var))
     b = torch.where(ok, mt - s * mp, torch.zeros_like(var))
@@ -120,21 +131,64 @@ def aligned_residual(pred: Tensor, target: Tensor, mask: Tensor, align: str = "m
     """
     if align == "median":
         ph, okp = normalize_median_mad(pred, mask)
-        th, okt = normalize_median_mad(target, mask)
+        if target.requires_grad:
+            th, okt = normalize_median_mad(target, mask)
+        else:
+            with torch.no_grad():  # the usual case: nothing to record for the target's normalisation
+                th, okt = normalize_median_mad(target, mask)
         ok = okp & okt
         r = ph - th
     elif align == "lstsq":
-        s, b, ok = lstsq_scale_shift(pred, target, mask)
-        p = torch.where(mask, pred, torch.zeros_like(pred))
-        t = torch.where(mask, target, torch.zeros_like(target))
-        r = s[:, None, None] * p + b[:, None, None] - t
+        B = pred.shape[0]
+        m = mask.reshape(B, -1)
+        p, t = pred.reshape(B, -1).masked_fill(~m, 0), target.reshape(B, -1).masked_fill(~m, 0)
+        s, b, ok = _lstsq_fit(p, t, m)
+        r = torch.addcmul((b[:, None] - t), s[:, None], p).reshape_as(pred)  # s * p + b - t
     else:
         raise ValueError(f"align must be one of {ALIGNS}, got {align!r}")
     mask = mask & ok[:, None, None]
-    return torch.where(mask, r, torch.zeros_like(r)), mask
+    return r.masked_fill(~mask, 0), mask
 
 
 # ----------------------------------------------------------------------------- losses
+def _check_ssi_args(trim: float, reduction: str) -> None:
+    if not 0.0 <= trim < 1.0:
+        raise ValueError(f"trim must be in [0, 1), got {trim}")
+    if reduction not in ("batch", "image"):
+        raise ValueError(f"reduction must be 'batch' or 'image', got {reduction!r}")
+
+
+def _ssi_from_residual(R: Tensor, mask: Tensor, align: str, trim: float, reduction: str) -> Tensor:
+    r = R.abs() if align == "median" else R * R  # R is 0 outside the mask, so r is too
+    B = r.shape[0]
+    rf, mf = r.reshape(B, -1), mask.reshape(B, -1)
+    if trim > 0:
+        thr = masked_quantile(rf.detach(), mf, 1.0 - trim)
+        mf = mf & (rf.detach() <= thr[:, None])
+        rf = rf.masked_fill(~mf, 0)
+    num, cnt = rf.sum(1), mf.sum(1)
+    if reduction == "batch":
+        return num.sum() / cnt.sum().clamp_min(1)
+    per_image = num / cnt.clamp_min(1)
+    used = cnt > 0
+    return torch.where(used, per_image, torch.zeros_like(per_image)).sum() / used.sum().clamp_min(1)
+
+
+def _gm_from_residual(R: Tensor, mask: Tensor, scales: int) -> Tensor:
+    if scales < 1:
+        raise ValueError(f"scales must be >= 1, got {scales}")
+    total = R.new_zeros(())
+    for k in range(scales):  # loop over scales (4), not over images
+        step = 2**k
+        r, m = R[:, ::step, ::step], mask[:, ::step, ::step]
+        mx = m[:, :, 1:] & m[:, :, :-1]
+        my = m[:, 1:, :] & m[:, :-1, :]
+        gx = (r[:, :, 1:] - r[:, :, :-1]).abs().masked_fill(~mx, 0)
+        gy = (r[:, 1:, :] - r[:, :-1, :]).abs().masked_fill(~my, 0)
+        total = total + (gx.sum() + gy.sum()) / m.sum().clamp_min(1)
+    return total
+
+
 def ssi_loss(
     pred: Tensor,
     target: Tensor,
@@ -156,24 +210,9 @@ def ssi_loss(
     contributes the result is a differentiable 0.
     """
     mask = _check(pred, target, mask)
-    if not 0.0 <= trim < 1.0:
-        raise ValueError(f"trim must be in [0, 1), got {trim}")
-    if reduction not in ("batch", "image"):
-        raise ValueError(f"reduction must be 'batch' or 'image', got {reduction!r}")
+    _check_ssi_args(trim, reduction)
     R, mask = aligned_residual(pred, target, mask, align)
-    r = R.abs() if align == "median" else R * R
-    B = r.shape[0]
-    rf, mf = r.reshape(B, -1), mask.reshape(B, -1)
-    if trim > 0:
-        thr = masked_quantile(rf.detach(), mf, 1.0 - trim)
-        mf = mf & (rf.detach() <= thr[:, None])
-    rf = torch.where(mf, rf, torch.zeros_like(rf))
-    num, cnt = rf.sum(1), mf.sum(1)
-    if reduction == "batch":
-        return num.sum() / cnt.sum().clamp_min(1)
-    per_image = num / cnt.clamp_min(1)
-    used = cnt > 0
-    return torch.where(used, per_image, torch.zeros_like(per_image)).sum() / used.sum().clamp_min(1)
+    return _ssi_from_residual(R, mask, align, trim, reduction)
 
 
 def gradient_matching_loss(
@@ -192,19 +231,33 @@ def gradient_matching_loss(
     pred, target (B, H, W), mask (B, H, W) bool.
     """
     mask = _check(pred, target, mask)
-    if scales < 1:
-        raise ValueError(f"scales must be >= 1, got {scales}")
     R, mask = aligned_residual(pred, target, mask, align)
-    total = R.new_zeros(())
-    for k in range(scales):  # loop over scales (4), not over images
-        step = 2**k
-        r, m = R[:, ::step, ::step], mask[:, ::step, ::step]
-        mx = m[:, :, 1:] & m[:, :, :-1]
-        my = m[:, 1:, :] & m[:, :-1, :]
-        gx = torch.where(mx, (r[:, :, 1:] - r[:, :, :-1]).abs(), torch.zeros_like(r[:, :, 1:]))
-        gy = torch.where(my, (r[:, 1:, :] - r[:, :-1, :]).abs(), torch.zeros_like(r[:, 1:, :]))
-        total = total + (gx.sum() + gy.sum()) / m.sum().clamp_min(1)
-    return total
+    return _gm_from_residual(R, mask, scales)
+
+
+def depth_loss(
+    pred: Tensor,
+    target: Tensor,
+    mask: Tensor,
+    *,
+    align: str = "median",
+    trim: float = 0.0,
+    gm_weight: float = 2.0,
+    scales: int = 4,
+    reduction: str = "batch",
+) -> dict[str, Tensor]:
+    """L = ssi_loss + gm_weight * gradient_matching_loss (V2 uses 1:2), aligning each image once.
+
+    Returns {"ssi", "gm", "total"}; "ssi" and "gm" equal `ssi_loss(...)` and
+    `gradient_matching_loss(...)` with the same arguments. The trim applies to the SSI term.
+    Used by `dalib.train` (notebooks 04 and 06).
+    """
+    mask = _check(pred, target, mask)
+    _check_ssi_args(trim, reduction)
+    R, mask = aligned_residual(pred, target, mask, align)
+    ssi = _ssi_from_residual(R, mask, align, trim, reduction)
+    gm = _gm_from_residual(R, mask, scales) if gm_weight else R.new_zeros(())
+    return {"ssi": ssi, "gm": gm, "total": ssi + gm_weight * gm}
 
 
 def feature_alignment_loss(student_feats: Tensor, frozen_feats: Tensor, *, margin: float = 0.15) -> Tensor:
@@ -221,5 +274,6 @@ def feature_alignment_loss(student_feats: Tensor, frozen_feats: Tensor, *, margi
             "must both be (B, N, C)"
         )
     dist = 1.0 - F.cosine_similarity(student_feats, frozen_feats.detach(), dim=-1, eps=1e-6)
-    keep = dist.detach() >= margin
+    # margin <= 0 keeps every token (1 - cos can round to just below 0 for identical features)
+    keep = dist.detach() >= margin if margin > 0 else torch.ones_like(dist, dtype=torch.bool)
     return torch.where(keep, dist, torch.zeros_like(dist)).sum() / keep.sum().clamp_min(1)

@@ -88,3 +88,11 @@ def load_metrics(run_dir) -> dict:
     for f in sorted((run_dir_path(run_dir) / "metrics").glob("*.json")):
         out[f.stem] = json.loads(f.read_text())
     return out
+
+
+def record_report_section(run_dir, name: str, markdown: str) -> Path:
+    """A markdown snippet (e.g. a results table) that the pipeline's report.md includes verbatim,
+    ordered by name: run_dir/report/<name>.md."""
+    if not name or "/" in name:
+        raise ValueError(f"name must be a plain name, got {name!r}")
+    return atomic_write_bytes(run_dir_path(run_dir) / "report" / f"{name}.md", markdown.encode())

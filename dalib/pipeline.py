@@ -1,0 +1,342 @@
+"""Run the course notebooks in order, headless, with papermill.
+
+    python -m dalib.pipeline --profile smoke|cpu|gpu --run-dir DIR [-p NAME VALUE ...]
+    make pipeline          # = --profile cpu --run-dir runs/cpu
+
+Each notebook `notebooks/NN_*.ipynb` is executed with the parameters of `configs/PROFILE.yaml`
+(section `parameters` for every notebook that declares the name, section `notebooks.<stem>` for one
+notebook), then the `-p` overrides, and always `run_dir`. The run folder receives:
+
+    DIR/notebooks/*.ipynb   executed copies (a failing one keeps its traceback)
+    DIR/params.json         resolved parameters, profile, git revision, package versions, machine
+    DIR/metrics.json        every section the notebooks recorded (dalib.runfiles.record_metrics),
+                            plus `pipeline` (status, seconds per notebook)
+    DIR/report.md           tables of those numbers, report snippets and figures
+
+A failing notebook stops the run with its name, cell and error, exit code 1. Re-running the same
+command resumes after the last notebook that completed with the same parameters (`--restart` runs all).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from dalib.runfiles import REPO_ROOT, atomic_write_bytes, atomic_write_json, load_metrics, run_dir_path
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+CONFIG_DIR = REPO_ROOT / "configs"
+PROFILES = ("smoke", "cpu", "gpu")
+STATE_FILE = "pipeline_state.json"
+
+
+class PipelineError(RuntimeError):
+    """A notebook failed or the configuration is wrong; the message says which and why."""
+
+
+# ----------------------------------------------------------------------------- configuration
+def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
+    """Course notebooks in pipeline order: `NN_name.ipynb`, sorted by their number."""
+    nbs = [p for p in notebook_dir.glob("[0-9][0-9]_*.ipynb")]
+    return sorted(nbs, key=lambda p: (int(p.name[:2]), p.name))
+
+
+def load_profile(profile: str, config_dir: Path = CONFIG_DIR) -> dict:
+    """configs/<profile>.yaml as {"parameters": {...}, "notebooks": {stem: {...}}, ...}."""
+    path = config_dir / f"{profile}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in config_dir.glob("*.yaml"))
+        raise PipelineError(f"profile {profile!r}: no file {path} (profiles here: {', '.join(known) or 'none'})")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(cfg, dict):
+        raise PipelineError(f"{path}: expected a mapping at the top level, got {type(cfg).__name__}")
+    for key in ("parameters", "notebooks"):
+        if not isinstance(cfg.get(key) or {}, dict):
+            raise PipelineError(f"{path}: field '{key}' must be a mapping")
+    for stem, over in (cfg.get("notebooks") or {}).items():
+        if not isinstance(over or {}, dict):
+            raise PipelineError(f"{path}: field 'notebooks.{stem}' must be a mapping of parameter names to values")
+    return cfg
+
+
+def declared_parameters(nb_path: Path) -> dict:
+    """Names and default values (as source text) of the notebook's `parameters` cell."""
+    import papermill
+
+    try:
+        return papermill.inspect_notebook(str(nb_path))
+    except Exception as e:  # malformed JSON and the like
+        raise PipelineError(f"{nb_path.name}: cannot read its parameters cell ({type(e).__name__}: {e})") from e
+
+
+def resolve_parameters(nb_path: Path, cfg: dict, overrides: dict, run_dir: Path) -> dict:
+    """Profile parameters the notebook declares, then its own section, then -p overrides, then run_dir."""
+    declared = declared_parameters(nb_path)
+    if "run_dir" not in declared:
+        raise PipelineError(f"{nb_path.name}: its `parameters` cell must define `run_dir`")
+    stem = nb_path.stem
+    params = {k: v for k, v in (cfg.get("parameters") or {}).items() if k in declared}
+    own = (cfg.get("notebooks") or {}).get(stem) or {}
+    unknown = sorted(set(own) - set(declared))
+    if unknown:
+        raise PipelineError(f"profile sets {unknown} for {nb_path.name}, which declares only {sorted(declared)}")
+    params.update(own)
+    params.update({k: v for k, v in overrides.items() if k in declared})
+    params["run_dir"] = str(run_dir)
+    return params
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment_info() -> dict:
+    """Machine, Python and key package versions, for params.json and the report."""
+    from importlib import metadata
+
+    pkgs = {}
+    for name in ("torch", "torchvision", "timm", "datasets", "transformers", "papermill", "numpy"):
+        try:
+            pkgs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": pkgs,
+        "git_revision": _git_revision(),
+    }
+    try:
+        import torch
+
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:
+        info["cuda"] = None
+    return info
+
+
+# ----------------------------------------------------------------------------- execution
+def _execute(nb_path: Path, out_path: Path, params: dict, run_dir: Path) -> None:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    env_backup = {k: os.environ.get(k) for k in ("DALIB_RUN_DIR", "DALIB_HEADLESS", "MPLBACKEND")}
+    os.environ.update(DALIB_RUN_DIR=str(run_dir), DALIB_HEADLESS="1", MPLBACKEND="module://matplotlib_inline.backend_inline")
+    try:
+        papermill.execute_notebook(
+            str(nb_path),
+            str(out_path),
+            parameters=params,
+            kernel_name="python3",
+            cwd=str(nb_path.parent),
+            progress_bar=False,
+            log_output=False,
+        )
+    except PapermillExecutionError as e:
+        raise PipelineError(
+            f"notebook {nb_path.name} failed in cell {e.cell_index} (execution count {e.exec_count}): "
+            f"{e.ename}: {e.evalue}\n  executed copy with the traceback: {out_path}"
+        ) from None
+    except Exception as e:
+        raise PipelineError(f"notebook {nb_path.name} could not be executed: {type(e).__name__}: {e}") from e
+    finally:
+        for k, v in env_backup.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_pipeline(
+    profile: str,
+    run_dir: str | os.PathLike,
+    overrides: dict | None = None,
+    *,
+    restart: bool = False,
+    only: list[str] | None = None,
+    notebook_dir: Path = NOTEBOOK_DIR,
+    config_dir: Path = CONFIG_DIR,
+    log=print,
+) -> dict:
+    """Execute the notebooks; returns the merged metrics dict. Raises PipelineError on failure."""
+    overrides = dict(overrides or {})
+    cfg = load_profile(profile, config_dir)
+    run_dir = run_dir_path(run_dir)
+    notebooks = list_notebooks(notebook_dir)
+    if only:
+        notebooks = [p for p in notebooks if any(p.stem.startswith(o) or p.name == o for o in only)]
+    if not notebooks:
+        raise PipelineError(f"no notebooks to run in {notebook_dir} (selection: {only})")
+    resolved = {p.stem: resolve_parameters(p, cfg, overrides, run_dir) for p in notebooks}
+    declared_anywhere = set().union(*(declared_parameters(p) for p in notebooks))
+    stray = sorted(set(overrides) - declared_anywhere)
+    if stray:
+        raise PipelineError(f"-p {stray}: no notebook declares such a parameter")
+
+    (run_dir / "notebooks").mkdir(exist_ok=True)
+    env = environment_info()
+    atomic_write_json(
+        run_dir / "params.json",
+        {"profile": profile, "argv": sys.argv, "overrides": overrides, "notebooks": resolved, "environment": env},
+    )
+    state_path = run_dir / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.is_file() and not restart else {}
+    done = state.get("completed", {}) if state.get("profile") == profile else {}
+    state = {"profile": profile, "completed": {}}
+    timings: dict[str, float] = {}
+    status, failure, resuming = "ok", None, True
+    t_start = time.perf_counter()
+    for nb in notebooks:
+        params = resolved[nb.stem]
+        key = _hash({"params": params, "source": hashlib.sha256(nb.read_bytes()).hexdigest()})
+        out_path = run_dir / "notebooks" / nb.name
+        prev = done.get(nb.stem)
+        if resuming and prev and prev.get("key") == key and out_path.is_file():
+            log(f"pipeline: {nb.name} already complete in {run_dir} ({prev['seconds']:.1f} s), skipped")
+            state["completed"][nb.stem] = prev
+            timings[nb.stem] = prev["seconds"]
+            continue
+        resuming = False  # everything after a re-executed notebook runs again: it may read its artifacts
+        log(f"pipeline: running {nb.name} ({', '.join(f'{k}={v}' for k, v in params.items() if k != 'run_dir')})")
+        t0 = time.perf_counter()
+        try:
+            _execute(nb, out_path, params, run_dir)
+        except PipelineError as e:
+            status, failure = "failed", str(e)
+            timings[nb.stem] = time.perf_counter() - t0
+            break
+        timings[nb.stem] = round(time.perf_counter() - t0, 2)
+        state["completed"][nb.stem] = {"key": key, "seconds": timings[nb.stem], "finished": _now()}
+        atomic_write_json(state_path, state)
+        log(f"pipeline: {nb.name} done in {timings[nb.stem]:.1f} s")
+    atomic_write_json(state_path, state)
+    metrics = load_metrics(run_dir)
+    metrics["pipeline"] = {
+        "profile": profile,
+        "status": status,
+        "failure": failure,
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+        "total_seconds": round(time.perf_counter() - t_start, 2),
+        "finished": _now(),
+    }
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    write_report(run_dir, metrics, env)
+    if failure:
+        raise PipelineError(failure)
+    return metrics
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# ----------------------------------------------------------------------------- report
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        name = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_flatten(v, name))
+        else:
+            out[name] = v
+    return out
+
+
+def write_report(run_dir: Path, metrics: dict, env: dict | None = None) -> Path:
+    """DIR/report.md: run summary, one table per recorded section, report snippets, figures."""
+    env = env or environment_info()
+    p = metrics.get("pipeline", {})
+    lines = [
+        f"# depth-anything-course run: profile `{p.get('profile')}`",
+        "",
+        f"- status: **{p.get('status')}**, finished {p.get('finished')}, total {_fmt(p.get('total_seconds'))} s",
+        f"- machine: {env.get('platform')}, {env.get('cpu_count')} CPU cores, GPU: {env.get('cuda') or 'none'}",
+        f"- git revision: `{env.get('git_revision')}`; packages: "
+        + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()),
+        "",
+    ]
+    if p.get("failure"):
+        lines += ["## Failure", "", "```", p["failure"], "```", ""]
+    lines += ["## Notebooks", "", "| notebook | seconds |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in p.get("seconds", {}).items()]
+    lines.append("")
+    snippets = sorted((run_dir / "report").glob("*.md")) if (run_dir / "report").is_dir() else []
+    for snip in snippets:
+        lines += [snip.read_text().rstrip(), ""]
+    for section, values in metrics.items():
+        if section == "pipeline" or not isinstance(values, dict):
+            continue
+        flat = _flatten(values)
+        lines += [f"## {section}", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in flat.items()]
+        lines.append("")
+    figs = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
+    if figs:
+        lines += ["## Figures", ""]
+        lines += [f"![{f.stem}](figures/{f.name})" for f in figs]
+        lines.append("")
+    return atomic_write_bytes(run_dir / "report.md", "\n".join(lines).encode())
+
+
+# ----------------------------------------------------------------------------- command line
+def _parse_value(text: str):
+    """-p values are YAML scalars: 3 -> int, 0.5 -> float, true -> bool, vits -> str."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dalib.pipeline", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", choices=PROFILES, default="cpu", help="configs/<profile>.yaml (default cpu)")
+    ap.add_argument("--run-dir", default=None, help="run folder (default runs/<profile>)")
+    ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="override a notebook parameter (YAML value), e.g. -p seed 1")
+    ap.add_argument("--restart", action="store_true", help="run every notebook again instead of resuming")
+    ap.add_argument("--only", nargs="+", default=None, help="run only notebooks whose name starts with these, e.g. 01 02")
+    ap.add_argument("--notebook-dir", type=Path, default=NOTEBOOK_DIR, help="where the NN_*.ipynb live (default notebooks/)")
+    ap.add_argument("--config-dir", type=Path, default=CONFIG_DIR, help="where PROFILE.yaml lives (default configs/)")
+    args = ap.parse_args(argv)
+    run_dir = args.run_dir or str(REPO_ROOT / "runs" / args.profile)
+    overrides = {k: _parse_value(v) for k, v in args.param}
+    try:
+        metrics = run_pipeline(
+            args.profile, run_dir, overrides, restart=args.restart, only=args.only,
+            notebook_dir=args.notebook_dir, config_dir=args.config_dir,
+        )
+    except PipelineError as e:
+        print(f"pipeline: FAILED: {e}", file=sys.stderr)
+        return 1
+    print(f"pipeline: done in {metrics['pipeline']['total_seconds']:.1f} s; report: {Path(run_dir) / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

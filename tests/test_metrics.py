@@ -1,0 +1,94 @@
+"""dalib.metrics: hand-computed values and an independent numpy implementation of the definitions."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dalib.metrics import METRIC_KEYS, eval_depth, ordinal_accuracy, per_image_depth_metrics
+
+
+def numpy_metrics(pred_disp, gt, valid):
+    """The REFERENCE.md definitions, one image at a time, with numpy's least squares."""
+    out = {k: [] for k in METRIC_KEYS}
+    for p, t, m in zip(pred_disp, gt, valid):
+        p, t = p[m].astype(np.float64), t[m].astype(np.float64)
+        if p.size < 2:
+            continue
+        A = np.stack([p, np.ones_like(p)], 1)
+        (s, b), *_ = np.linalg.lstsq(A, 1 / t, rcond=None)
+        d = np.clip(s * p + b, 1 / t.max(), 1 / t.min())
+        q = 1 / d
+        g = np.log(t) - np.log(q)
+        r = np.maximum(t / q, q / t)
+        vals = dict(
+            abs_rel=np.mean(np.abs(q - t) / t), sq_rel=np.mean((q - t) ** 2 / t), rmse=np.sqrt(np.mean((q - t) ** 2)),
+            rmse_log=np.sqrt(np.mean(g**2)), log10=np.mean(np.abs(np.log10(q) - np.log10(t))),
+            silog=np.sqrt(np.mean(g**2) - 0.5 * np.mean(g) ** 2),
+            delta1=np.mean(r < 1.25), delta2=np.mean(r < 1.25**2), delta3=np.mean(r < 1.25**3),
+        )
+        for k, v in vals.items():
+            out[k].append(v)
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+def test_hand_computed_constant_prediction():
+    gt = torch.tensor([[[1.0, 2.0]]])
+    pred = torch.tensor([[[0.3, 0.3]]])  # no information: aligned to the mean GT disparity 0.75 -> depth 4/3
+    m = eval_depth(pred, gt)
+    assert m["abs_rel"] == pytest.approx(1 / 3)
+    assert m["rmse"] == pytest.approx(math.sqrt(5 / 18))
+    assert m["delta1"] == 0.0 and m["delta2"] == 1.0 and m["delta3"] == 1.0
+
+
+def test_perfect_up_to_affine_disparity():
+    gt = torch.rand(3, 12, 14, dtype=torch.float64) * 20 + 1
+    m = eval_depth(2.5 / gt + 0.7, gt, torch.ones_like(gt, dtype=torch.bool))
+    assert m["abs_rel"] < 1e-9 and m["rmse"] < 1e-8 and m["delta1"] == 1.0 and m["silog"] < 1e-6
+
+
+def test_matches_independent_numpy_definitions():
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(4, 16, 16, generator=g) * 30 + 0.5
+    gt[0, :3] = 0  # invalid GT
+    gt[1, 0, 0] = float("nan")
+    pred = 1 / gt.nan_to_num(1.0).clamp_min(0.5) + 0.2 * torch.rand(4, 16, 16, generator=g)
+    mask = torch.rand(4, 16, 16, generator=g) > 0.2
+    got = eval_depth(pred, gt, mask)
+    valid = (torch.isfinite(gt) & (gt > 0) & mask).numpy()
+    want = numpy_metrics(pred.numpy(), gt.numpy(), valid)
+    for k in METRIC_KEYS:
+        assert got[k] == pytest.approx(want[k], rel=1e-6, abs=1e-9), k
+
+
+def test_clamping_and_explicit_depth_range():
+    gt = torch.tensor([[[1.0, 2.0, 4.0, 100.0]]])
+    pred = torch.tensor([[[4.0, 1.0, 0.0, -50.0]]])  # aligns to negative disparity at the far pixel
+    per, _ = per_image_depth_metrics(pred, gt)
+    assert all(math.isfinite(v.item()) for v in per.values())
+    # with max_depth 10 the 100 m pixel leaves the evaluation and the clamp is at 1/10
+    a = eval_depth(pred, gt, max_depth=10.0)
+    b = eval_depth(pred[..., :3], gt[..., :3], min_depth=None, max_depth=10.0)
+    assert a == pytest.approx(b)
+
+
+def test_skips_images_without_two_valid_pixels_and_errors_when_none():
+    gt = torch.ones(2, 3, 3) * 2
+    gt[1] = 0
+    gt[1, 0, 0] = 3.0
+    pred = torch.rand(2, 3, 3)
+    both = eval_depth(pred, gt)
+    first = eval_depth(pred[:1], gt[:1])
+    assert both == pytest.approx(first)
+    with pytest.raises(ValueError, match="2 or more valid"):
+        eval_depth(pred, torch.zeros_like(gt))
+
+
+def test_ordinal_accuracy():
+    gt = torch.rand(2, 20, 20, dtype=torch.float64) * 10 + 1
+    assert ordinal_accuracy(1 / gt, gt) == 1.0
+    assert ordinal_accuracy(-1 / gt, gt) == 0.0
+    acc = ordinal_accuracy(torch.rand(2, 20, 20, dtype=torch.float64), gt, pairs_per_image=4000)
+    assert 0.4 < acc < 0.6
+    with pytest.raises(ValueError):
+        ordinal_accuracy(gt, torch.zeros_like(gt))
