@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 test: setup
-	$(BIN)/python -m pytest -n $(JOBS) tests notebooks --nbval-lax
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile tests notebooks --nbval-lax
 
 pipeline: setup
 	$(BIN)/python -m dalib.pipeline --profile $(PROFILE) --run-dir $(RUN_DIR)
