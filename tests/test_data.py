@@ -457,3 +457,16 @@ def test_real_generator_round_trip(tmp_path):
     np.testing.assert_array_equal(ds["depth"][4:], direct["depth"])  # shards = independent index ranges
     st = D.load("synth-stereo", "test", root=tmp_path, n=2, height=32, width=40).with_format("numpy")[:2]
     assert st["depth"].dtype == np.float32 and (st["depth"] >= 0).all() and "depth_exact" in st
+
+
+def test_hdf5_depth_as_hypersim_stores_it(tmp_path):
+    """Hypersim's depth_meters files are HDF5 with one dataset named 'dataset' (ray distance, NaN invalid)."""
+    import h5py
+
+    ray = np.full((6, 8), 3.0, dtype=np.float16)
+    ray[0, 0] = np.nan
+    path = tmp_path / "frame.0000.depth_meters.hdf5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("dataset", data=ray)
+    raw = D.read_depth_file(path, key="dataset")
+    assert raw.shape == (6, 8) and np.isnan(raw[0, 0]) and raw[1, 1] == 3.0
