@@ -92,3 +92,35 @@ def interactive_or_static(plot: Callable[..., None], static_values: dict, **slid
         widgets.interact(plot, **controls)
     else:
         plot(**static_values)
+
+
+def plot_residual_scales(residual, mask, scales: int = 4, size: float = 2.8, title: str | None = None):
+    """Show what gradient matching looks at: the residual R and |dR/dx| + |dR/dy| at strides 1, 2, 4, ...
+
+    residual, mask: (H, W) (e.g. one image of `dalib.losses.aligned_residual`). Row 1: R subsampled with
+    stride 2**k; row 2: the per-pixel sum of absolute differences to the right and lower neighbour,
+    counted only where both pixels are valid, as `dalib.losses.gradient_matching_loss` sums them (the loss
+    values themselves come from dalib.losses). Notebook 03. Returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    R = torch.as_tensor(to_numpy(residual))
+    M = torch.as_tensor(to_numpy(mask)).bool()
+    lim = float(R[M].abs().quantile(0.99)) if M.any() else 1.0
+    fig, axes = plt.subplots(2, scales, figsize=(size * scales, size * 1.6), squeeze=False)
+    for k in range(scales):
+        r, m = R[:: 2**k, :: 2**k], M[:: 2**k, :: 2**k]
+        g = torch.zeros_like(r)
+        mx, my = m[:, 1:] & m[:, :-1], m[1:, :] & m[:-1, :]
+        g[:, :-1] += torch.where(mx, (r[:, 1:] - r[:, :-1]).abs(), torch.zeros(()))
+        g[:-1, :] += torch.where(my, (r[1:, :] - r[:-1, :]).abs(), torch.zeros(()))
+        axes[0, k].imshow(np.where(m.numpy(), r.numpy(), np.nan), cmap="coolwarm", vmin=-lim, vmax=lim)
+        axes[0, k].set_title(f"R, stride {2**k} ({r.shape[0]}x{r.shape[1]})", fontsize=9)
+        axes[1, k].imshow(g.numpy(), cmap="magma", vmin=0, vmax=max(lim, 1e-12))
+        axes[1, k].set_title(f"|dR/dx| + |dR/dy|, stride {2**k}", fontsize=9)
+    for ax in axes.flat:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
