@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
+# one BLAS/OpenMP thread per test worker: JOBS workers already fill the cores
 test: setup
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile tests notebooks --nbval-lax
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -n $(JOBS) --dist loadfile tests notebooks --nbval-lax
 
 pipeline: setup
 	$(BIN)/python -m dalib.pipeline --profile $(PROFILE) --run-dir $(RUN_DIR)
