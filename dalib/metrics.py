@@ -43,8 +43,12 @@ def per_image_depth_metrics(
     *,
     min_depth: float | None = None,
     max_depth: float | None = None,
+    region: Tensor | None = None,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """Metrics of each image, (B,) tensors keyed as METRIC_KEYS, and which images were scored (B,) bool.
+
+    region: optional (B, H, W) bool; the alignment still uses every valid pixel, the metrics only the
+    valid pixels inside the region (e.g. thin structures or glass); images with no such pixel are not scored.
 
     Valid pixels: `mask` & finite GT depth > 0 (& min_depth <= GT <= max_depth when those are given).
     The aligned disparity is clamped to [1/max_depth, 1/min_depth] (defaults: the image's own max and
@@ -70,6 +74,11 @@ def per_image_depth_metrics(
         valid &= gt <= max_depth
     n = valid.sum(dim=(1, 2))
     scored = n >= 2
+    if region is not None:
+        if region.shape != gt.shape:
+            raise ValueError(f"region {tuple(region.shape)} must have the shape of gt_depth {tuple(gt.shape)}")
+        in_region = valid & region.to(device=gt.device, dtype=torch.bool)
+        scored = scored & (in_region.sum(dim=(1, 2)) >= 1)
     inf = torch.tensor(float("inf"), dtype=gt.dtype, device=gt.device)
     if max_depth is None:
         dmax = torch.where(valid, gt, -inf).amax(dim=(1, 2))
@@ -86,6 +95,9 @@ def per_image_depth_metrics(
     aligned = torch.maximum(torch.minimum(aligned, (1.0 / dmin)[:, None, None]), (1.0 / dmax)[:, None, None])
     p = 1.0 / aligned
     t = torch.where(valid, gt, torch.ones_like(gt))
+    if region is not None:  # metrics over the region only
+        valid = in_region
+        n = valid.sum(dim=(1, 2))
     nf = n.clamp_min(1).to(gt.dtype)
 
     g = torch.log(t) - torch.log(p)
@@ -110,14 +122,18 @@ def eval_depth(
     *,
     min_depth: float | None = None,
     max_depth: float | None = None,
+    region: Tensor | None = None,
 ) -> dict[str, float]:
     """Affine-aligned depth metrics averaged over images (see `per_image_depth_metrics`). Notebook 07.
 
     pred_disp: (B, H, W) predicted relative disparity; gt_depth: (B, H, W) metres (0/NaN/inf invalid);
-    mask: (B, H, W) bool or None. Returns {abs_rel, sq_rel, rmse, rmse_log, log10, silog,
-    delta1, delta2, delta3} as floats. Images with < 2 valid pixels are skipped; ValueError if none remain.
+    mask: (B, H, W) bool or None; region: (B, H, W) bool or None, metrics restricted to it after aligning
+    on the whole mask. Returns {abs_rel, sq_rel, rmse, rmse_log, log10, silog, delta1, delta2, delta3}
+    as floats. Images with < 2 valid pixels (or none in the region) are skipped; ValueError if none remain.
     """
-    per, scored = per_image_depth_metrics(pred_disp, gt_depth, mask, min_depth=min_depth, max_depth=max_depth)
+    per, scored = per_image_depth_metrics(
+        pred_disp, gt_depth, mask, min_depth=min_depth, max_depth=max_depth, region=region
+    )
     if not bool(scored.any()):
         raise ValueError("eval_depth: no image has 2 or more valid ground-truth pixels (check gt_depth and mask)")
     return {k: float(v[scored].mean()) for k, v in per.items()}

@@ -92,3 +92,24 @@ def test_ordinal_accuracy():
     assert 0.4 < acc < 0.6
     with pytest.raises(ValueError):
         ordinal_accuracy(gt, torch.zeros_like(gt))
+
+
+def test_region_metrics_align_on_the_whole_image():
+    g = torch.Generator().manual_seed(1)
+    gt = torch.rand(2, 10, 10, generator=g, dtype=torch.float64) * 5 + 1
+    pred = 1 / gt
+    region = torch.zeros(2, 10, 10, dtype=torch.bool)
+    region[:, :3] = True
+    pred_bad = pred.clone()
+    pred_bad[:, :3] = 0.5  # wrong only inside the region
+    whole = eval_depth(pred_bad, gt)
+    inside = eval_depth(pred_bad, gt, region=region)
+    outside = eval_depth(pred_bad, gt, region=~region)
+    assert inside["abs_rel"] > whole["abs_rel"] > outside["abs_rel"] > 0
+    # same numbers as the independent implementation when the region is everything
+    assert eval_depth(pred_bad, gt, region=torch.ones_like(region)) == pytest.approx(whole)
+    region[1] = False  # the second image has no region pixel: skipped
+    first_only = eval_depth(pred_bad, gt, region=region)
+    assert first_only == pytest.approx(eval_depth(pred_bad[:1], gt[:1], region=region[:1]))
+    with pytest.raises(ValueError):
+        eval_depth(pred_bad, gt, region=torch.zeros_like(region))
