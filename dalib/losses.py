@@ -174,10 +174,11 @@ def _ssi_from_residual(R: Tensor, mask: Tensor, align: str, trim: float, reducti
     return torch.where(used, per_image, torch.zeros_like(per_image)).sum() / used.sum().clamp_min(1)
 
 
-def _gm_from_residual(R: Tensor, mask: Tensor, scales: int) -> Tensor:
+def _gm_from_residual(R: Tensor, mask: Tensor, scales: int, reduction: str = "batch") -> Tensor:
     if scales < 1:
         raise ValueError(f"scales must be >= 1, got {scales}")
-    total = R.new_zeros(())
+    per_image = R.new_zeros(R.shape[0])  # sum over scales of S_k,i / C_k,i  ("image")
+    total = R.new_zeros(())  # sum over scales of sum_i S_k,i / sum_i C_k,i  ("batch")
     for k in range(scales):  # loop over scales (4), not over images
         step = 2**k
         r, m = R[:, ::step, ::step], mask[:, ::step, ::step]
@@ -185,8 +186,15 @@ def _gm_from_residual(R: Tensor, mask: Tensor, scales: int) -> Tensor:
         my = m[:, 1:, :] & m[:, :-1, :]
         gx = (r[:, :, 1:] - r[:, :, :-1]).abs().masked_fill(~mx, 0)
         gy = (r[:, 1:, :] - r[:, :-1, :]).abs().masked_fill(~my, 0)
-        total = total + (gx.sum() + gy.sum()) / m.sum().clamp_min(1)
-    return total
+        if reduction == "batch":
+            total = total + (gx.sum() + gy.sum()) / m.sum().clamp_min(1)
+        else:
+            s_k = gx.sum(dim=(1, 2)) + gy.sum(dim=(1, 2))
+            per_image = per_image + s_k / m.sum(dim=(1, 2)).clamp_min(1)
+    if reduction == "batch":
+        return total
+    used = mask.flatten(1).any(dim=1)
+    return per_image.masked_fill(~used, 0).sum() / used.sum().clamp_min(1)
 
 
 def ssi_loss(
@@ -222,17 +230,21 @@ def gradient_matching_loss(
     *,
     scales: int = 4,
     align: str = "median",
+    reduction: str = "batch",
 ) -> Tensor:
     """Multi-scale gradient matching on the aligned residual R (MiDaS Eq. 11). Notebook 03.
 
-    For k = 0..scales-1, with R_k = R[:, ::2^k, ::2^k] and M_k likewise:
-        L_k = (sum |R_k[x+1] - R_k[x]| + sum |R_k[y+1] - R_k[y]|) / |M_k|,
-    each difference counted only where both pixels are valid, sums over the batch; result sum_k L_k.
+    For k = 0..scales-1, with R_k = R[:, ::2^k, ::2^k] and M_k likewise, S_k = sum |R_k[x+1] - R_k[x]|
+    + sum |R_k[y+1] - R_k[y]|, each difference counted only where both pixels are valid, C_k = |M_k|:
+    reduction="batch": sum_k (sum_i S_k,i) / (sum_i C_k,i)   (sums over the batch; MiDaS' default)
+    reduction="image": mean over images with valid pixels of sum_k S_k,i / C_k,i (exact under DDP)
     pred, target (B, H, W), mask (B, H, W) bool.
     """
     mask = _check(pred, target, mask)
+    if reduction not in ("batch", "image"):
+        raise ValueError(f"reduction must be 'batch' or 'image', got {reduction!r}")
     R, mask = aligned_residual(pred, target, mask, align)
-    return _gm_from_residual(R, mask, scales)
+    return _gm_from_residual(R, mask, scales, reduction)
 
 
 def depth_loss(
@@ -249,14 +261,15 @@ def depth_loss(
     """L = ssi_loss + gm_weight * gradient_matching_loss (V2 uses 1:2), aligning each image once.
 
     Returns {"ssi", "gm", "total"}; "ssi" and "gm" equal `ssi_loss(...)` and
-    `gradient_matching_loss(...)` with the same arguments. The trim applies to the SSI term.
+    `gradient_matching_loss(...)` with the same arguments (reduction applies to both). The trim
+    applies to the SSI term.
     Used by `dalib.train` (notebooks 04 and 06).
     """
     mask = _check(pred, target, mask)
     _check_ssi_args(trim, reduction)
     R, mask = aligned_residual(pred, target, mask, align)
     ssi = _ssi_from_residual(R, mask, align, trim, reduction)
-    gm = _gm_from_residual(R, mask, scales) if gm_weight else R.new_zeros(())
+    gm = _gm_from_residual(R, mask, scales, reduction) if gm_weight else R.new_zeros(())
     return {"ssi": ssi, "gm": gm, "total": ssi + gm_weight * gm}
 
 

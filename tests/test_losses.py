@@ -299,3 +299,20 @@ def test_masked_median_with_ties_matches_numpy(seed, levels):
     for i in range(4):
         v = x[i][m[i]].numpy()
         assert med[i].item() == (np.median(v) if v.size else 0.0)
+
+
+@pytest.mark.parametrize("align", ALIGNS)
+def test_gradient_matching_image_reduction_is_the_mean_of_single_images(align):
+    pred, target, mask = _random_case(17, b=4, h=16, w=20)
+    mask[1] = False  # an image without valid pixels is left out of the mean
+    per = [gradient_matching_loss(pred[i:i + 1], target[i:i + 1], mask[i:i + 1], align=align) for i in (0, 2, 3)]
+    got = gradient_matching_loss(pred, target, mask, align=align, reduction="image")
+    assert got.item() == pytest.approx(sum(p.item() for p in per) / 3, rel=1e-12)
+    full = torch.ones_like(mask)  # equal valid counts at every scale: both reductions agree
+    a = gradient_matching_loss(pred, target, full, align=align, reduction="image")
+    b = gradient_matching_loss(pred, target, full, align=align, reduction="batch")
+    assert a.item() == pytest.approx(b.item(), rel=1e-12)
+    out = depth_loss(pred, target, mask, align=align, reduction="image")
+    assert out["gm"].item() == pytest.approx(got.item(), rel=1e-12)
+    with pytest.raises(ValueError, match="reduction"):
+        gradient_matching_loss(pred, target, mask, reduction="sum")
