@@ -290,8 +290,14 @@ class DepthAnything(nn.Module):
         return self.pretrained.norm(t)[:, 1:]
 
     # ---------------------------------------------------------------- full model
-    def forward(self, x: Tensor) -> Tensor:
-        """(B,3,H,W) ImageNet-normalised, H, W multiples of 14 -> (B,H,W) relative disparity >= 0."""
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """(B,3,H,W) ImageNet-normalised, H, W multiples of 14 -> (B,H,W) relative disparity >= 0.
+
+        return_features=True gives `forward_features`' (disparity, patch tokens) through `forward`, which
+        is what DistributedDataParallel wraps (its gradient synchronisation only follows `forward`).
+        """
+        if return_features:
+            return self.forward_features(x)
         feats, _ = self.get_intermediate_layers(x)
         return self._decode(feats, x)
 
@@ -746,13 +752,16 @@ def network_size(h: int, w: int, input_size: int = 518) -> tuple[int, int]:
     return fit(scale * h), fit(scale * w)
 
 
-def to_rgb_float(image) -> np.ndarray:
-    """Path, PIL image or numpy (HxW, HxWx3/4; uint8, uint16 or float in [0, 1]) -> HxWx3 float32 RGB in [0, 1]."""
+def as_rgb_array(image) -> np.ndarray:
+    """Path, PIL image or array (HxW, HxWx1/3/4) -> HxWx3 numpy RGB, dtype kept (PIL via `pil_to_rgb`).
+
+    Alpha is dropped and grayscale repeated to three channels; any other shape raises ValueError.
+    """
     if isinstance(image, (str, os.PathLike)):
         from dalib.predict import read_image
 
         image = read_image(image)
-    if not isinstance(image, np.ndarray):  # PIL
+    if not isinstance(image, (np.ndarray, torch.Tensor)):  # PIL
         from dalib.predict import pil_to_rgb
 
         image = pil_to_rgb(image)
@@ -761,7 +770,12 @@ def to_rgb_float(image) -> np.ndarray:
         a = a[..., None]
     if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
         raise ValueError(f"expected an image HxW, HxWx3 or HxWx4, got shape {a.shape}")
-    a = a[..., :3] if a.shape[2] >= 3 else np.repeat(a, 3, axis=2)
+    return a[..., :3] if a.shape[2] >= 3 else np.repeat(a, 3, axis=2)
+
+
+def to_rgb_float(image) -> np.ndarray:
+    """Path, PIL image or numpy (HxW, HxWx3/4; uint8, uint16 or float in [0, 1]) -> HxWx3 float32 RGB in [0, 1]."""
+    a = as_rgb_array(image)
     if a.dtype == np.uint8:
         return a.astype(np.float32) / 255.0
     if a.dtype == np.uint16:

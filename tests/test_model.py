@@ -125,10 +125,13 @@ def test_forward_features_and_encoder_tokens(hf_vitt, ours_vitt):
         disp, tokens = ours_vitt.forward_features(x)
         enc = ours_vitt.encode_patch_tokens(x)
         plain = ours_vitt(x)
+        via_forward = ours_vitt(x, return_features=True)
     assert tokens.shape == (1, (182 // 14) * (252 // 14), 192)
     assert rel_err(tokens, ref_tokens) < RTOL
     torch.testing.assert_close(enc, tokens)
     torch.testing.assert_close(disp, plain)
+    torch.testing.assert_close(via_forward[0], disp)
+    torch.testing.assert_close(via_forward[1], tokens)
 
 
 def test_v1_takes_last_four_blocks(tmp_path):
