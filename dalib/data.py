@@ -471,7 +471,7 @@ def _rgb_image(path) -> dict:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_progress():
     """Silence `datasets` progress bars for library-internal writes."""
     import datasets
 
@@ -500,7 +500,7 @@ def _array_features(shape, with_material: bool, extra_float: tuple[str, ...] = (
     return feats
 
 
-def _list_features(cols):
+def list_features(cols):
     """Variable-size (H, W) columns (real data): nested lists, decoded to arrays by with_format."""
     import datasets
 
@@ -591,7 +591,7 @@ def _generator_features(params: dict):
     return datasets.Features(feats)
 
 
-def _dir_digest(d: Path) -> tuple[str, dict]:
+def dir_digest(d: Path) -> tuple[str, dict]:
     """sha256 over a shard folder's files (names and bytes), and {file: size}."""
     h, sizes = hashlib.sha256(), {}
     for f in sorted(p for p in d.iterdir() if p.is_file()):
@@ -600,13 +600,13 @@ def _dir_digest(d: Path) -> tuple[str, dict]:
     return h.hexdigest(), sizes
 
 
-def _shard_ok(d: Path, entry: dict | None, *, full: bool) -> bool:
+def shard_ok(d: Path, entry: dict | None, *, full: bool) -> bool:
     """Does shard folder `d` match its index entry? `full` recomputes the sha256, else file sizes."""
     if entry is None or not d.is_dir():
         return False
     try:
         if full:
-            return _dir_digest(d) == (entry["sha256"], entry["files"])
+            return dir_digest(d) == (entry["sha256"], entry["files"])
         return {f.name: f.stat().st_size for f in d.iterdir() if f.is_file()} == entry["files"]
     except (OSError, KeyError):
         return False
@@ -624,13 +624,13 @@ def _write_shard(params: dict, start: int, count: int, dest: Path, chunk: int = 
     ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    with _quiet():
+    with quiet_progress():
         ds.save_to_disk(str(tmp))
     del ds, parts
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)
-    digest, files = _dir_digest(dest)
+    digest, files = dir_digest(dest)
     return {"start": start, "rows": count, "sha256": digest, "files": files}
 
 
@@ -677,7 +677,7 @@ def _build_locked(m: dict, split: str, n: int, params: dict, out: Path, *, shard
     for stale in out.glob(".shard-*.tmp-*"):  # leftovers of an interrupted write
         shutil.rmtree(stale, ignore_errors=True)
     index_path = out / "index.json"
-    index = _read_index(index_path)
+    index = read_index(index_path)
     if shard_size is None and index is not None:  # keep the shard size of what is already there
         prev = index.get("params") or {}
         if {k: v for k, v in prev.items() if k != "shard_size"} == {k: v for k, v in params.items() if k != "shard_size"}:
@@ -701,7 +701,7 @@ def _build_locked(m: dict, split: str, n: int, params: dict, out: Path, *, shard
             shutil.rmtree(stale, ignore_errors=True)
     for i, (key, (start, count)) in enumerate(wanted.items()):
         entry = index["shards"].get(key)
-        if entry is not None and entry["rows"] == count and _shard_ok(out / key, entry, full=verify):
+        if entry is not None and entry["rows"] == count and shard_ok(out / key, entry, full=verify):
             continue
         index["shards"].pop(key, None)
         atomic_write_json(index_path, index)
@@ -714,7 +714,7 @@ def _build_locked(m: dict, split: str, n: int, params: dict, out: Path, *, shard
     return out
 
 
-def _read_index(path: Path) -> dict | None:
+def read_index(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -724,10 +724,10 @@ def _read_index(path: Path) -> dict | None:
 def build_status(name: str, split: str, *, root=None, height=None, width=None) -> dict:
     """What is on disk for a generator split: {"n": complete sample count or None, "shards": k, "ok": bool}."""
     d = split_dir(name, split, root=root, height=height, width=width)
-    index = _read_index(d / "index.json")
+    index = read_index(d / "index.json")
     if index is None:
         return {"dir": str(d), "n": None, "shards": 0, "ok": False}
-    ok = index.get("n") is not None and all(_shard_ok(d / k, e, full=False) for k, e in index["shards"].items())
+    ok = index.get("n") is not None and all(shard_ok(d / k, e, full=False) for k, e in index["shards"].items())
     return {"dir": str(d), "n": index.get("n"), "shards": len(index["shards"]), "ok": ok}
 
 
@@ -739,7 +739,7 @@ def _load_generator(m: dict, split: str, *, root, n, height, width):
     if not (st["ok"] and st["n"] >= want):  # first use, a larger n, or a damaged shard: (re)build
         build(m["name"], split, max(want, st["n"] or 0), root=root, height=height, width=width, verify=True)
     d = Path(st["dir"])
-    index = _read_index(d / "index.json")
+    index = read_index(d / "index.json")
     parts = [datasets.load_from_disk(str(d / key)) for key in sorted(index["shards"])]
     ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     return ds.select(range(want)) if len(ds) > want else ds
@@ -857,7 +857,7 @@ def _map_hf(m: dict, split: str, ds):
         feats["image_right"] = datasets.Image()
     if "__material" in ds.features:
         feats["material"] = ds.features["__material"]
-    feats.update(_list_features(label_cols))
+    feats.update(list_features(label_cols))
 
     def convert(batch):
         out = {"image": batch["__image"]}
@@ -880,7 +880,7 @@ def _map_hf(m: dict, split: str, ds):
         return out
 
     key = hashlib.sha256(json.dumps([ds._fingerprint, cols, spec, FORMAT_VERSION], sort_keys=True).encode()).hexdigest()
-    with _quiet():
+    with quiet_progress():
         return ds.map(convert, batched=True, batch_size=8, features=datasets.Features(feats),
                       remove_columns=[c for c in ds.column_names if c.startswith("__")],
                       cache_file_name=str(_cache_dir(m) / f"{split}-{key[:16]}.arrow"), new_fingerprint=key[:32])
@@ -955,13 +955,13 @@ def _load_local(m: dict, split: str, root):
     spec, lay = m.get("depth"), m["source"]["layout"]
     feats = {"image": datasets.Image(), "path": datasets.Value("string")}
     if spec is not None and lay.get("depth"):
-        feats.update(_list_features(["depth", "mask"] + (["disparity"] if spec["kind"] == "disparity" else [])))
+        feats.update(list_features(["depth", "mask"] + (["disparity"] if spec["kind"] == "disparity" else [])))
     else:
         spec = None
         rows = [{"image": r["image"]} for r in rows]
     stamp = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for r in rows for p in r.values()]
     fp = hashlib.sha256(json.dumps([m["name"], split, stamp, spec, FORMAT_VERSION]).encode()).hexdigest()[:32]
-    with _quiet():
+    with quiet_progress():
         return datasets.Dataset.from_generator(
             _gen_local, features=datasets.Features(feats), cache_dir=str(_cache_dir(m)), fingerprint=fp,
             gen_kwargs={"rows": [{k: str(v) for k, v in r.items()} for r in rows], "spec": spec,
@@ -1004,7 +1004,7 @@ def _load_bundled(m: dict, split: str):
     feats = {"image": datasets.Image(), "path": datasets.Value("string")}
     if "image_right" in cols:
         feats["image_right"] = datasets.Image()
-    feats.update(_list_features([c for c in ("depth", "mask", "disparity") if c in cols]))
+    feats.update(list_features([c for c in ("depth", "mask", "disparity") if c in cols]))
     n = _split_entry(m, split)["size"]
     ds = datasets.Dataset.from_dict(cols, features=datasets.Features(feats))
     return ds.select(range(n)) if n and n < len(ds) else ds

@@ -1,0 +1,258 @@
+"""dalib.pseudo_label: labels equal the model's own inference, sharding, resume, damaged shards, CLI, errors."""
+import io
+import json
+import os
+import subprocess
+import sys
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dalib.pseudo_label as PL
+from dalib.model import DepthAnything
+from dalib.runfiles import REPO_ROOT
+
+INPUT = 42  # network input: shorter side 42 px (3 patches), enough to exercise the aspect-keeping resize
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The machine is shared: one intra-op thread keeps timings stable."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    """A tiny vitt with random weights and a positive output bias (a non-trivial disparity map)."""
+    torch.manual_seed(0)
+    m = DepthAnything("vitt")
+    with torch.no_grad():
+        m.depth_head.scratch.output_conv2[2].bias.fill_(0.05)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(teacher, tmp_path_factory):
+    return teacher.save_pretrained(tmp_path_factory.mktemp("teacher"))
+
+
+def png(a: np.ndarray) -> dict:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """Seven smooth RGB images of three sizes (two network sizes), interleaved, with an `index` column."""
+    rng = np.random.default_rng(0)
+    sizes = [(56, 70), (70, 56), (56, 70), (48, 48), (56, 70), (70, 56), (48, 48)]
+    imgs = []
+    for h, w in sizes:
+        yy, xx = np.mgrid[0:h, 0:w] / 10.0
+        a = np.stack([np.sin(xx * rng.uniform(0.5, 2)), np.cos(yy * rng.uniform(0.5, 2)), np.sin(xx + yy)], -1)
+        imgs.append(png((a * 100 + 128 + rng.normal(0, 10, a.shape)).clip(0, 255).astype(np.uint8)))
+    return datasets.Dataset.from_dict({"image": imgs, "index": list(range(100, 107))},
+                                      features=datasets.Features({"image": datasets.Image(),
+                                                                  "index": datasets.Value("int64")}))
+
+
+def run(teacher, src, out, **kw):
+    base = dict(input_size=INPUT, batch_size=2, shard_size=3, num_workers=0, progress=False)
+    return PL.pseudo_label(teacher, src, out, **{**base, **kw})
+
+
+def labels_of(out):
+    ds = PL.load_pseudo_labels(out).with_format("numpy")
+    return list(ds["source_row"]), [np.asarray(d) for d in ds["disparity"]]
+
+
+@pytest.fixture(scope="module")
+def clean(teacher, photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clean") / "pl"
+    res = run(teacher, photos, out)
+    return out, res
+
+
+def test_labels_equal_infer_batch(teacher, photos, clean):
+    out, res = clean
+    assert res["images"] == 7 and res["complete"] and res["images_per_s"] > 0 and res["shards"] == 3
+    ds = PL.load_pseudo_labels(out)
+    assert ds.column_names == ["image", "source_row", "index", "disparity"]
+    assert list(ds["index"]) == list(range(100, 107)) and list(ds["source_row"]) == list(range(7))
+    pil = [photos[i]["image"] for i in range(len(photos))]
+    ref = teacher.infer_batch(pil, INPUT, batch_size=2)
+    got = ds.with_format("numpy")
+    for i in range(7):
+        d = np.asarray(got[i]["disparity"])
+        assert d.dtype == np.float32 and d.shape == ref[i].shape == np.asarray(pil[i]).shape[:2]
+        np.testing.assert_allclose(d, ref[i], rtol=1e-5, atol=1e-6)
+        assert d.min() >= 0 and d.std() > 0  # raw teacher output: not normalised to [0, 1]
+        assert ds[i]["image"].tobytes() == pil[i].tobytes()  # images copied as they are
+    assert not teacher.training
+    index = json.loads((out / "index.json").read_text())
+    assert index["rows"] == 7 and index["shard_size"] == 3 and index["input_size"] == INPUT
+    assert sorted(p.name for p in out.iterdir()) == [
+        "index.json", "shard-00000", "shard-00000.json", "shard-00001", "shard-00001.json", "shard-00002",
+        "shard-00002.json"]
+
+
+def test_synth_photo_with_heldout_and_workers(teacher, tmp_path):
+    from dalib import data
+
+    src = data.load("synth-photo", "train", n=4, height=56, width=70, root=tmp_path / "data", with_heldout=True)
+    teacher.train()  # the training flag is restored afterwards, labels are computed in eval mode
+    res = run(teacher, src, tmp_path / "pl", keep_columns=["heldout_depth", "kind"], num_workers=1, batch_size=4)
+    assert teacher.training
+    teacher.eval()
+    assert res["images"] == 4
+    ds = PL.load_pseudo_labels(tmp_path / "pl").with_format("numpy")
+    assert ds.column_names == ["image", "source_row", "heldout_depth", "kind", "disparity"]
+    np.testing.assert_array_equal(ds["heldout_depth"], src.with_format("numpy")["heldout_depth"])
+    ref = teacher.infer_batch([src[i]["image"] for i in range(4)], INPUT, batch_size=4)
+    for i in range(4):
+        np.testing.assert_allclose(ds[i]["disparity"], ref[i], rtol=1e-5, atol=1e-6)
+
+
+def test_shards_together_equal_unsharded(teacher, photos, clean, tmp_path):
+    out = tmp_path / "pl"
+    assert PL.shards_of(1, 3, 8) == [1, 4, 7]
+    run(teacher, photos, out, shard="2/3")
+    run(teacher, photos, out, shard=(0, 3))
+    with pytest.raises(FileNotFoundError, match=r"shards 1 of 0-2 \(rows 3-5\)"):
+        PL.load_pseudo_labels(out)
+    assert PL.status(out)["missing"] == [1]
+    res = run(teacher, photos, out, shard="1/3")
+    assert res["complete"] and res["images"] == 3
+    rows, labels = labels_of(out)
+    rows0, labels0 = labels_of(clean[0])
+    assert rows == rows0 == list(range(7))
+    for a, b in zip(labels, labels0):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_interrupted_run_resumes(teacher, photos, clean, tmp_path, monkeypatch):
+    out = tmp_path / "pl"
+    written = []
+    real = PL._write_shard
+
+    def flaky(out_, k, *a, **kw):
+        if written:
+            raise RuntimeError("disk full")
+        written.append(k)
+        return real(out_, k, *a, **kw)
+
+    monkeypatch.setattr(PL, "_write_shard", flaky)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run(teacher, photos, out)
+    assert written == [0] and PL.status(out)["complete"] == [0]
+    (out / ".shard-00001.tmp-12345").mkdir()  # leftover of a write that was killed mid-way
+    (out / ".shard-00001.tmp-12345" / "data.arrow").write_bytes(b"partial")
+    (out / "shard-00002").mkdir()  # a folder renamed in place but never recorded: not trusted
+    written.clear()
+
+    def counting(out_, k, *a, **kw):
+        written.append(k)
+        return real(out_, k, *a, **kw)
+
+    monkeypatch.setattr(PL, "_write_shard", counting)
+    res = run(teacher, photos, out)
+    assert written == [1, 2] and res["images"] == 4 and res["skipped"] == 3
+    assert not list(out.glob(".shard-*"))
+    rows, labels = labels_of(out)
+    rows0, labels0 = labels_of(clean[0])
+    assert rows == rows0
+    for a, b in zip(labels, labels0):
+        np.testing.assert_array_equal(a, b)
+    written.clear()
+    assert run(teacher, photos, out)["images"] == 0 and written == []  # complete: nothing to do
+
+
+def test_damaged_shard_detected_and_rebuilt(teacher, photos, clean, tmp_path, monkeypatch):
+    import shutil
+
+    out = tmp_path / "pl"
+    shutil.copytree(clean[0], out)
+    arrow = sorted((out / "shard-00001").glob("*.arrow"))[0]
+    data = bytearray(arrow.read_bytes())
+    data[-200:-100] = bytes(100)  # same size, different bytes: only the checksum sees it
+    arrow.write_bytes(bytes(data))
+    PL.load_pseudo_labels(out)  # size check passes
+    with pytest.raises(FileNotFoundError, match=r"shards 1 of 0-2 \(rows 3-5\)"):
+        PL.load_pseudo_labels(out, verify=True)
+    written = []
+    real = PL._write_shard
+    monkeypatch.setattr(PL, "_write_shard", lambda o, k, *a, **kw: written.append(k) or real(o, k, *a, **kw))
+    res = run(teacher, photos, out)
+    assert written == [1] and res["images"] == 3
+    rows, labels = labels_of(out)
+    for a, b in zip(labels, labels_of(clean[0])[1]):
+        np.testing.assert_array_equal(a, b)
+    (out / "shard-00002" / "state.json").unlink()  # a missing file
+    with pytest.raises(FileNotFoundError, match=r"shards 2 of 0-2 \(rows 6\)"):
+        PL.load_pseudo_labels(out)
+
+
+def test_cli_and_torchrun_env(teacher_dir, photos, clean, tmp_path):
+    src = tmp_path / "src"
+    photos.save_to_disk(str(src))
+    out = tmp_path / "pl"
+    args = ["--teacher", str(teacher_dir), "--source", str(src), "--out", str(out), "--input-size", str(INPUT),
+            "--batch-size", "2", "--shard-size", "3", "--device", "cpu", "--quiet"]
+    assert PL.main(args + ["--shard", "0/2", "--num-workers", "0"]) == 0
+    assert PL.status(out)["complete"] == [0, 2]
+    env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    code = "import sys, torch; torch.set_num_threads(1); from dalib.pseudo_label import main; sys.exit(main(sys.argv[1:]))"
+    p = subprocess.run([sys.executable, "-c", code, *args, "--num-workers", "1"], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "shard 1/2: labelled 3 images" in p.stdout and "images/s" in p.stdout
+    rows, labels = labels_of(out)
+    for a, b in zip(labels, labels_of(clean[0])[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_clear_errors(teacher, photos, tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="teacher: .*nope.safetensors"):
+        PL.pseudo_label(tmp_path / "nope.safetensors", photos, tmp_path / "a", progress=False)
+    no_image = datasets.Dataset.from_dict({"picture": [1, 2]})
+    with pytest.raises(ValueError, match=r"no 'image' column \(columns: \['picture'\]\)"):
+        run(teacher, no_image, tmp_path / "b")
+    with pytest.raises(ValueError, match="keep_columns: source has no column 'depth'"):
+        run(teacher, photos, tmp_path / "c", keep_columns=["depth"])
+    for bad in ("3/2", "1-2", "0/0", "a/b"):
+        with pytest.raises(ValueError, match="shard"):
+            PL.parse_shard(bad)
+    with pytest.raises(SystemExit) as e:
+        PL.main(["--teacher", "t", "--source", "s", "--out", "o", "--shard", "4/4"])
+    assert e.value.code == 2 and "--shard" in capsys.readouterr().err
+    assert PL.main(["--teacher", str(tmp_path / "missing"), "--source", "s", "--out", str(tmp_path / "d")]) == 1
+    assert "teacher: " in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="index.json: missing"):
+        PL.load_pseudo_labels(tmp_path / "empty")
+    out = tmp_path / "e"
+    run(teacher, photos.select(range(2)), out)
+    with pytest.raises(ValueError, match="another job.*input_size"):
+        run(teacher, photos.select(range(2)), out, input_size=56)
+    assert run(teacher, photos.select(range(2)), out, input_size=56, overwrite=True)["images"] == 2
+
+
+def test_exif_rotated_jpeg_labelled_as_datasets_decodes_it(teacher, tmp_path):
+    """A JPEG stored 20x30 with EXIF orientation 6 is served 30x20 by datasets: the label follows."""
+    im = Image.fromarray(np.random.default_rng(1).integers(0, 255, (20, 30, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif.tobytes())
+    src = datasets.Dataset.from_dict({"image": [{"bytes": buf.getvalue(), "path": None}]},
+                                     features=datasets.Features({"image": datasets.Image()}))
+    run(teacher, src, tmp_path / "pl")
+    row = PL.load_pseudo_labels(tmp_path / "pl").with_format("numpy")[0]
+    assert row["image"].shape[:2] == row["disparity"].shape == (30, 20)
+    np.testing.assert_allclose(row["disparity"], teacher.infer_batch([src[0]["image"]], INPUT)[0], rtol=1e-5, atol=1e-6)
