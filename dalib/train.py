@@ -569,7 +569,17 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int, device: t
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     pre = cfg.pretrained_encoder
-    model = DepthAnything(cfg.encoder, cfg.version, pretrained_encoder=True if pre == "auto" else pre)
+    if pre == "auto":  # DINOv2 weights from the local caches when present, else random init (said once)
+        try:
+            model = DepthAnything(cfg.encoder, cfg.version, pretrained_encoder=True)
+        except FileNotFoundError as e:
+            torch.manual_seed(cfg.seed)  # the failed attempt consumed random numbers
+            warnings.warn(f"pretrained_encoder='auto': no local DINOv2 weights ({e}); the encoder starts from "
+                          "random weights, for which an encoder lr near 1e-4 suits better than 5e-6",
+                          RuntimeWarning, stacklevel=2)
+            model = DepthAnything(cfg.encoder, cfg.version)
+    else:
+        model = DepthAnything(cfg.encoder, cfg.version, pretrained_encoder=pre)
     model.grad_checkpointing = cfg.grad_checkpointing
     model.to(device).train()
     unused = freeze_unused(model, device)

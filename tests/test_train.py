@@ -296,3 +296,12 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path, scenes_dir, holes):
     la, lb = log_of(out), log_of(tmp_path / "single")
     assert [r["step"] for r in la] == [1, 2, 3, 4]
     assert np.allclose([r["total"] for r in la], [r["total"] for r in lb], rtol=1e-5)
+
+
+def test_pretrained_encoder_auto_falls_back_to_random_init_with_a_warning(tmp_path, scenes):
+    with pytest.warns(RuntimeWarning, match="pretrained_encoder='auto'"):
+        auto = train(tiny(tmp_path / "auto", scenes, steps=2, pretrained_encoder="auto"))
+    plain = train(tiny(tmp_path / "plain", scenes, steps=2))
+    a, b = final_weights(tmp_path / "auto"), final_weights(tmp_path / "plain")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same seeded random start
+    assert auto["steps"] == plain["steps"] == 2
