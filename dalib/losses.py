@@ -102,11 +102,14 @@ def lstsq_scale_shift(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tenso
     """
     B = pred.shape[0]
     m = mask.reshape(B, -1)
-    return _lstsq_fit(pred.reshape(B, -1).masked_fill(~m, 0), target.reshape(B, -1).masked_fill(~m, 0), m)
+    return _lstsq_fit(pred.reshape(B, -1).masked_fill(~m, 0), target.reshape(B, -1).masked_fill(~m, 0), m)[:3]
 
 
-def _lstsq_fit(p: Tensor, t: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """`lstsq_scale_shift` on flattened (B, N) maps that are already 0 outside the mask m."""
+def _lstsq_fit(p: Tensor, t: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """`lstsq_scale_shift` on flattened (B, N) maps that are already 0 outside the mask m.
+
+    Also returns the centred maps pc = p - mean p, tc = t - mean t (0 outside m).
+    """
     n = m.sum(1).to(p.dtype)
     nn_ = n.clamp_min(1)
     mp, mt = p.sum(1) / nn_, t.sum(1) / nn_
@@ -119,7 +122,7 @@ def _lstsq_fit(p: Tensor, t: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor]
     safe_var = torch.where(ok, var, torch.ones_like(var))
     s = torch.where(ok, cov / safe_var, torch.zeros_like(var))
     b = torch.where(ok, mt - s * mp, torch.zeros_like(var))
-    return s, b, ok
+    return s, b, ok, pc, tc
 
 
 def aligned_residual(pred: Tensor, target: Tensor, mask: Tensor, align: str = "median") -> tuple[Tensor, Tensor]:
@@ -142,8 +145,9 @@ def aligned_residual(pred: Tensor, target: Tensor, mask: Tensor, align: str = "m
         B = pred.shape[0]
         m = mask.reshape(B, -1)
         p, t = pred.reshape(B, -1).masked_fill(~m, 0), target.reshape(B, -1).masked_fill(~m, 0)
-        s, b, ok = _lstsq_fit(p, t, m)
-        r = torch.addcmul((b[:, None] - t), s[:, None], p).reshape_as(pred)  # s * p + b - t
+        s, _, ok, pc, tc = _lstsq_fit(p, t, m)
+        # s p + b - t = s (p - mean p) - (t - mean t), since b = mean t - s mean p; 0 outside the mask
+        r = torch.addcmul(-tc, s[:, None], pc).reshape_as(pred)
     else:
         raise ValueError(f"align must be one of {ALIGNS}, got {align!r}")
     mask = mask & ok[:, None, None]
