@@ -34,7 +34,6 @@ import glob as globlib
 import hashlib
 import io
 import json
-import math
 import os
 import re
 import shutil
@@ -622,16 +621,22 @@ def _write_shard(params: dict, start: int, count: int, dest: Path, chunk: int = 
         cols = generate_rows(params, s, min(chunk, start + count - s))
         parts.append(datasets.Dataset.from_dict(cols, features=feats))
     ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    del parts
+    digest, files = save_shard(ds, dest)
+    return {"start": start, "rows": count, "sha256": digest, "files": files}
+
+
+def save_shard(ds, dest: Path) -> tuple[str, dict]:
+    """`ds.save_to_disk` into a temp folder beside `dest`, then rename it into place (a crash never
+    leaves a partial `dest`); returns `dir_digest(dest)` for the shard index."""
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     with quiet_progress():
         ds.save_to_disk(str(tmp))
-    del ds, parts
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)
-    digest, files = dir_digest(dest)
-    return {"start": start, "rows": count, "sha256": digest, "files": files}
+    return dir_digest(dest)
 
 
 def build(name: str, split: str, n: int | None = None, *, root=None, height=None, width=None,

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dalib.data import dir_digest, list_features, quiet_progress, read_index, shard_ok
+from dalib.data import list_features, read_index, save_shard, shard_ok
 from dalib.runfiles import atomic_write_json
 
 FORMAT_VERSION = 1  # bump when the layout of out_dir changes
@@ -319,15 +319,8 @@ def _write_shard(out: Path, k: int, start: int, raw, src, keep: Sequence[str], l
     cols["disparity"] = _nested_float32(labels)
     ds = datasets.Dataset.from_dict(cols, features=features)
     dest = out / _shard_name(k)
-    tmp = out / f".{dest.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    with quiet_progress():
-        ds.save_to_disk(str(tmp))
-    del ds, cols
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(tmp, dest)
-    digest, files = dir_digest(dest)
+    del cols
+    digest, files = save_shard(ds, dest)
     entry = {"shard": k, "start": start, "rows": count, "sha256": digest, "files": files, **info}
     atomic_write_json(out / f"{dest.name}.json", entry)
     return entry
