@@ -737,6 +737,20 @@ def load_encoder_weights(model: DepthAnything, source=True) -> None:
 
 
 # ============================================================================ preprocessing
+def resolve_device(device=None) -> torch.device:
+    """None / 'auto' -> cuda:LOCAL_RANK when CUDA is there, else mps, else cpu; anything else as given.
+
+    Used by inference (`python -m dalib predict`, pseudo-labelling); training picks its own (dalib.train).
+    """
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
 def network_size(h: int, w: int, input_size: int = 518) -> tuple[int, int]:
     """Official `Resize(keep_aspect_ratio, ensure_multiple_of=14, resize_method='lower_bound')` output (h, w).
 

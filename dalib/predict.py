@@ -117,18 +117,6 @@ def write_outputs(disp: np.ndarray, stem: Path, npy: bool) -> list[Path]:
     return paths
 
 
-def pick_device(name: str):
-    import torch
-
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 # ============================================================================ command line
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m dalib predict", description=__doc__.split("\n\n")[0],
@@ -151,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
-    from dalib.model import CONFIGS, load_weights
+    from dalib.model import CONFIGS, load_weights, resolve_device
 
     if args.encoder is not None and args.encoder not in CONFIGS:
         print(f"error: --encoder {args.encoder!r}: expected one of {sorted(CONFIGS)}", file=sys.stderr)
@@ -167,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         print(f"error: cannot load weights: {e}", file=sys.stderr)
         return 2
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     model = model.to(device).eval()
     out = Path(args.out)
     used: set[Path] = set()

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from dalib.data import list_features, read_index, save_shard, shard_ok
+from dalib.model import resolve_device
 from dalib.runfiles import atomic_write_json
 
 FORMAT_VERSION = 1  # bump when the layout of out_dir changes
@@ -80,17 +81,6 @@ def parse_shard(spec) -> tuple[int, int]:
 def shards_of(worker: int, workers: int, num_shards: int) -> list[int]:
     """Shard numbers that worker `worker` of `workers` computes: k with k % workers == worker."""
     return list(range(worker, num_shards, workers))
-
-
-def resolve_device(device=None) -> torch.device:
-    """None / 'auto' -> cuda:LOCAL_RANK when CUDA is there, else mps, else cpu; anything else as given."""
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
 
 
 def load_teacher(teacher):
