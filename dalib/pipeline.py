@@ -78,9 +78,12 @@ def declared_parameters(nb_path: Path) -> dict:
         raise PipelineError(f"{nb_path.name}: cannot read its parameters cell ({type(e).__name__}: {e})") from e
 
 
-def resolve_parameters(nb_path: Path, cfg: dict, overrides: dict, run_dir: Path) -> dict:
-    """Profile parameters the notebook declares, then its own section, then -p overrides, then run_dir."""
-    declared = declared_parameters(nb_path)
+def resolve_parameters(nb_path: Path, cfg: dict, overrides: dict, run_dir: Path, declared: dict | None = None) -> dict:
+    """Profile parameters the notebook declares, then its own section, then -p overrides, then run_dir.
+
+    declared: the notebook's `declared_parameters`, when the caller has read them already.
+    """
+    declared = declared_parameters(nb_path) if declared is None else declared
     if "run_dir" not in declared:
         raise PipelineError(f"{nb_path.name}: its `parameters` cell must define `run_dir`")
     stem = nb_path.stem
@@ -187,8 +190,9 @@ def run_pipeline(
         notebooks = [p for p in notebooks if any(p.stem.startswith(o) or p.name == o for o in only)]
     if not notebooks:
         raise PipelineError(f"no notebooks to run in {notebook_dir} (selection: {only})")
-    resolved = {p.stem: resolve_parameters(p, cfg, overrides, run_dir) for p in notebooks}
-    declared_anywhere = set().union(*(declared_parameters(p) for p in notebooks))
+    declared = {p.stem: declared_parameters(p) for p in notebooks}
+    resolved = {p.stem: resolve_parameters(p, cfg, overrides, run_dir, declared[p.stem]) for p in notebooks}
+    declared_anywhere = set().union(*declared.values())
     stray = sorted(set(overrides) - declared_anywhere)
     if stray:
         raise PipelineError(f"-p {stray}: no notebook declares such a parameter")
