@@ -35,7 +35,7 @@ def disparity_to_depth(disp: Tensor, valid: Tensor | None = None) -> Tensor:
     return depth_to_disparity(disp, valid)
 
 
-def _masked_min_max(x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+def masked_min_max(x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     """Per-image min and max over valid pixels, shape (..., 1, 1); +inf / -inf for empty images."""
     inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
     lo = torch.where(valid, x, inf).amin(dim=(-2, -1), keepdim=True)
@@ -50,7 +50,7 @@ def normalize_disparity(disp: Tensor, valid: Tensor) -> Tensor:
     are all equal (or that has none) maps to 0 without NaN. Notebook 01.
     """
     valid = valid.to(torch.bool) & torch.isfinite(disp)
-    lo, hi = _masked_min_max(disp, valid)
+    lo, hi = masked_min_max(disp, valid)
     span = hi - lo
     ok = valid & (span > 0)  # span is -inf (empty) or 0 (constant) for images that map to 0
     safe_span = torch.where(span > 0, span, torch.ones_like(span))

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from dalib.disparity import valid_depth_mask
+from dalib.disparity import masked_min_max, valid_depth_mask
 from dalib.losses import lstsq_scale_shift
 
 METRIC_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "delta1", "delta2", "delta3")
@@ -79,15 +79,9 @@ def per_image_depth_metrics(
             raise ValueError(f"region {tuple(region.shape)} must have the shape of gt_depth {tuple(gt.shape)}")
         in_region = valid & region.to(device=gt.device, dtype=torch.bool)
         scored = scored & (in_region.sum(dim=(1, 2)) >= 1)
-    inf = torch.tensor(float("inf"), dtype=gt.dtype, device=gt.device)
-    if max_depth is None:
-        dmax = torch.where(valid, gt, -inf).amax(dim=(1, 2))
-    else:
-        dmax = torch.full_like(n, max_depth, dtype=gt.dtype)
-    if min_depth is None:
-        dmin = torch.where(valid, gt, inf).amin(dim=(1, 2))
-    else:
-        dmin = torch.full_like(n, min_depth, dtype=gt.dtype)
+    lo, hi = masked_min_max(gt, valid)  # the image's own depth range, the default clamp
+    dmax = hi[:, 0, 0] if max_depth is None else torch.full_like(n, max_depth, dtype=gt.dtype)
+    dmin = lo[:, 0, 0] if min_depth is None else torch.full_like(n, min_depth, dtype=gt.dtype)
     dmax = torch.where(scored, dmax, torch.ones_like(dmax))
     dmin = torch.where(scored, dmin, torch.ones_like(dmin))
 
