@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -685,6 +686,44 @@ def _weights_dir() -> Path:
     return Path(os.environ.get("DALIB_WEIGHTS_DIR", Path.home() / ".cache" / "dalib"))
 
 
+def find_encoder_weights(encoder) -> Path:
+    """Local DINOv2 weights of a size (name or ModelConfig), offline only: $DALIB_WEIGHTS_DIR (default
+    ~/.cache/dalib)/`<dinov2_hub>_pretrain.pth`, then the local Hugging Face cache of timm's
+    `<timm_name>.lvd142m`. Raises FileNotFoundError saying where to put the file."""
+    cfg = get_config(encoder)
+    if not cfg.dinov2_hub:
+        raise FileNotFoundError(f"no released DINOv2 weights exist for {cfg.name!r}; "
+                                "use pretrained_encoder=None (random init) or a file you trained")
+    local = _weights_dir() / f"{cfg.dinov2_hub}_pretrain.pth"
+    if local.is_file():
+        return local
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(f"timm/{cfg.timm_name}.lvd142m", "model.safetensors", local_files_only=True))
+    except Exception:
+        pass
+    url = f"https://dl.fbaipublicfiles.com/dinov2/{cfg.dinov2_hub}/{cfg.dinov2_hub}_pretrain.pth"
+    raise FileNotFoundError(
+        f"DINOv2 weights for {cfg.name!r} not found offline. Download {url} and put it at {local} "
+        f"(or set DALIB_WEIGHTS_DIR), pass pretrained_encoder='/path/to/file', or place "
+        f"timm/{cfg.timm_name}.lvd142m in the Hugging Face cache.")
+
+
+def resolve_pretrained_encoder(choice, encoder):
+    """`pretrained_encoder` with "auto" resolved: the local DINOv2 file (str) when there is one, else None
+    (random init) with a RuntimeWarning; any other value is returned as is. Notebooks 04 and 06."""
+    if choice != "auto":
+        return choice
+    try:
+        return str(find_encoder_weights(encoder))
+    except FileNotFoundError as e:
+        warnings.warn(f"pretrained_encoder='auto': no local DINOv2 weights ({e}); the encoder starts from "
+                      "random weights, for which an encoder lr near 1e-4 suits better than 5e-6",
+                      RuntimeWarning, stacklevel=2)
+        return None
+
+
 def load_encoder_weights(model: DepthAnything, source=True) -> None:
     """Initialise `model.pretrained` from DINOv2 weights, offline only.
 
@@ -693,34 +732,13 @@ def load_encoder_weights(model: DepthAnything, source=True) -> None:
     $DALIB_WEIGHTS_DIR (default ~/.cache/dalib) for `<dinov2_hub>_pretrain.pth` and then in the local
     Hugging Face cache for `timm/<timm_name>.lvd142m`. Raises FileNotFoundError saying where to put it.
     """
-    cfg = model.cfg
     if source is True or source == "auto":
-        local = _weights_dir() / f"{cfg.dinov2_hub}_pretrain.pth"
-        if cfg.dinov2_hub and local.is_file():
-            path = local
-        else:
-            path = None
-            if cfg.dinov2_hub:
-                try:
-                    from huggingface_hub import hf_hub_download
-
-                    path = Path(hf_hub_download(f"timm/{cfg.timm_name}.lvd142m", "model.safetensors",
-                                                local_files_only=True))
-                except Exception:
-                    path = None
-            if path is None:
-                if not cfg.dinov2_hub:
-                    raise FileNotFoundError(f"no released DINOv2 weights exist for {cfg.name!r}; "
-                                            "use pretrained_encoder=None (random init) or a file you trained")
-                url = f"https://dl.fbaipublicfiles.com/dinov2/{cfg.dinov2_hub}/{cfg.dinov2_hub}_pretrain.pth"
-                raise FileNotFoundError(
-                    f"DINOv2 weights for {cfg.name!r} not found offline. Download {url} and put it at {local} "
-                    f"(or set DALIB_WEIGHTS_DIR), pass pretrained_encoder='/path/to/file', or place "
-                    f"timm/{cfg.timm_name}.lvd142m in the Hugging Face cache.")
+        path = find_encoder_weights(model.cfg)
     else:
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: DINOv2 encoder weights not found")
+    cfg = model.cfg
     sd = _official_to_ours(_read_state_dict(path))
     if any(k.startswith("pretrained.") for k in sd):
         sd = {k[len("pretrained."):]: v for k, v in sd.items() if k.startswith("pretrained.")}

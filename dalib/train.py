@@ -511,6 +511,23 @@ def _append_log(path: Path, rec: dict) -> None:
         f.write(json.dumps(rec) + "\n")
 
 
+def read_log(out_dir: str | os.PathLike) -> list[dict]:
+    """The JSON lines of a run's train_log.jsonl (one dict per logged step). Notebooks 04 and 06."""
+    path = Path(out_dir) / LOG_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def training_seconds(log: list[dict]) -> float:
+    """Wall time spent training, from `read_log` records: `elapsed_s` restarts at 0 in each resumed
+    segment of a run, so the segments are added up."""
+    total, last = 0.0, 0.0
+    for rec in log:
+        if rec["elapsed_s"] < last:
+            total += last
+        last = rec["elapsed_s"]
+    return total + last
+
+
 def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from (they will be written again)."""
     if not path.is_file():
@@ -543,7 +560,7 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
 
 
 def _train(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int, device: torch.device) -> dict:
-    from dalib.model import DepthAnything
+    from dalib.model import DepthAnything, resolve_pretrained_encoder
 
     cfg.validate(world)
     if cfg.threads > 0:
@@ -568,18 +585,8 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int, device: t
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
-    pre = cfg.pretrained_encoder
-    if pre == "auto":  # DINOv2 weights from the local caches when present, else random init (said once)
-        try:
-            model = DepthAnything(cfg.encoder, cfg.version, pretrained_encoder=True)
-        except FileNotFoundError as e:
-            torch.manual_seed(cfg.seed)  # the failed attempt consumed random numbers
-            warnings.warn(f"pretrained_encoder='auto': no local DINOv2 weights ({e}); the encoder starts from "
-                          "random weights, for which an encoder lr near 1e-4 suits better than 5e-6",
-                          RuntimeWarning, stacklevel=2)
-            model = DepthAnything(cfg.encoder, cfg.version)
-    else:
-        model = DepthAnything(cfg.encoder, cfg.version, pretrained_encoder=pre)
+    pre = resolve_pretrained_encoder(cfg.pretrained_encoder, cfg.encoder)  # "auto": local DINOv2 or random init
+    model = DepthAnything(cfg.encoder, cfg.version, pretrained_encoder=pre)
     model.grad_checkpointing = cfg.grad_checkpointing
     model.to(device).train()
     unused = freeze_unused(model, device)

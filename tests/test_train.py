@@ -305,3 +305,15 @@ def test_pretrained_encoder_auto_falls_back_to_random_init_with_a_warning(tmp_pa
     a, b = final_weights(tmp_path / "auto"), final_weights(tmp_path / "plain")
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same seeded random start
     assert auto["steps"] == plain["steps"] == 2
+
+
+def test_read_log_and_training_seconds_add_resumed_segments(tmp_path):
+    from dalib.train import read_log, training_seconds
+
+    recs = [{"step": 1, "elapsed_s": 1.0}, {"step": 2, "elapsed_s": 2.5},  # first segment, killed
+            {"step": 3, "elapsed_s": 0.8}, {"step": 4, "elapsed_s": 1.5}]  # resumed: the timer restarts
+    (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + "\n")
+    log = read_log(tmp_path)
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert training_seconds(log) == pytest.approx(4.0)
+    assert training_seconds([]) == 0.0
