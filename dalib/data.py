@@ -1059,6 +1059,41 @@ def load(name: str, split: str, *, root=None, n: int | None = None, height: int 
 # ----------------------------------------------------------------------------------------------------
 # 6. Command line: python -m dalib data {list,validate,build}
 # ----------------------------------------------------------------------------------------------------
+
+def open_dataset(spec, split: str | None = None, *, root=None, n: int | None = None, with_heldout: bool = False,
+                 what: str = "dataset"):
+    """Any way of naming a dataset -> `datasets.Dataset`: a Dataset (as is), a DatasetDict or a
+    `save_to_disk` folder (its `split`), or a manifest name (`load(name, split, root=, n=)`); the first
+    `n` rows when n is given. Errors start with `what` (the argument being resolved). Used by
+    `dalib.train` and `dalib.pseudo_label`."""
+    import datasets
+
+    def pick(dd, where):
+        if split not in dd:
+            raise ValueError(f"{what}: {where} holds splits {list(dd)}; pass split=one of them, got {split!r}")
+        return dd[split]
+
+    if isinstance(spec, datasets.DatasetDict):
+        ds = pick(spec, "the DatasetDict")
+    elif isinstance(spec, datasets.Dataset):
+        ds = spec
+    elif isinstance(spec, (str, os.PathLike)) and Path(spec).is_dir():
+        ds = datasets.load_from_disk(str(spec))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = pick(ds, str(spec))
+    elif isinstance(spec, str):
+        if split is None:
+            raise ValueError(f"{what}: dataset name {spec!r} needs a split (e.g. split='train')")
+        ds = load(spec, split, root=root, n=n, with_heldout=with_heldout)
+    else:
+        raise TypeError(f"{what}: expected a datasets.Dataset, a dataset name or a save_to_disk folder, "
+                        f"got {type(spec).__name__}")
+    if n is not None and n < len(ds):
+        ds = ds.select(range(n))
+    if len(ds) == 0:
+        raise ValueError(f"{what} {spec if isinstance(spec, (str, os.PathLike)) else ''} (split {split!r}) has no rows")
+    return ds
+
 def _on_disk(m: dict) -> str:
     """What `load` would find now: built generator splits, a local copy, or the bundled package."""
     stype = m["source"]["type"]

@@ -116,43 +116,24 @@ def open_source(source, split: str | None = None, *, n: int | None = None, root=
     `split`, or a folder written by `save_to_disk`. The first `n` rows when n is given."""
     import datasets
 
+    from dalib import data
+
     desc: dict = {}
     if isinstance(source, tuple) and len(source) == 2:
         source, split = source
-    if isinstance(source, datasets.DatasetDict):
-        if split is None or split not in source:
-            raise ValueError(f"source: a DatasetDict with splits {list(source)}; pass split=one of them, got {split!r}")
-        source = source[split]
-    if isinstance(source, datasets.Dataset):
-        ds = source
+    heldout = any(c.startswith("heldout_") for c in keep_columns or ())
+    ds = data.open_dataset(source, split, root=root, n=n, with_heldout=heldout, what="source")
+    if isinstance(source, (datasets.Dataset, datasets.DatasetDict)):
         desc["dataset"] = "in-memory"
     elif isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
-        ds = datasets.load_from_disk(str(source))
-        if isinstance(ds, datasets.DatasetDict):
-            if split not in ds:
-                raise ValueError(f"source: {source} holds splits {list(ds)}; pass split=one of them, got {split!r}")
-            ds = ds[split]
         desc.update(folder=str(Path(source).resolve()), split=split)
     elif isinstance(source, str):
-        from dalib import data
-
-        if split is None:
-            raise ValueError(f"source: dataset name {source!r} needs a split (e.g. split='train')")
-        heldout = any(c.startswith("heldout_") for c in keep_columns or ())
-        ds = data.load(source, split, root=root, n=n, with_heldout=heldout)
         desc.update(name=source, split=split)
-    else:
-        raise TypeError(f"source: expected a datasets.Dataset, a dataset name or a save_to_disk folder, "
-                        f"got {type(source).__name__}")
     if "image" not in ds.column_names:
         raise ValueError(f"source {desc.get('name') or desc.get('folder') or 'dataset'}: no 'image' column "
                          f"(columns: {ds.column_names})")
     if not isinstance(ds.features["image"], datasets.Image):
         raise ValueError(f"source: column 'image' must be a datasets.Image feature, got {ds.features['image']!r}")
-    if n is not None and n < len(ds):
-        ds = ds.select(range(n))
-    if len(ds) == 0:
-        raise ValueError("source: the dataset has no rows")
     return ds, desc
 
 

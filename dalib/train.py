@@ -203,28 +203,9 @@ def open_dataset(spec: Any, split: str, *, root: str | None = None, n: int | Non
     spec: a `datasets.Dataset` (used as is), a folder written by `Dataset.save_to_disk`, or a dalib.data
     dataset name (loaded with `dalib.data.load(name, split, root=root, n=n)`).
     """
-    import datasets
+    from dalib import data
 
-    if isinstance(spec, datasets.DatasetDict):
-        if split not in spec:
-            raise KeyError(f"DatasetDict has no split {split!r} (splits: {list(spec)})")
-        spec = spec[split]
-    if isinstance(spec, datasets.Dataset):
-        ds = spec
-    elif isinstance(spec, (str, os.PathLike)) and Path(spec).is_dir():
-        ds = datasets.load_from_disk(str(spec))
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds[split]
-    elif isinstance(spec, str):
-        from dalib import data
-
-        ds = data.load(spec, split, root=root, **({"n": n} if n is not None else {}))
-    else:
-        raise TypeError(f"TrainConfig.datasets entry {spec!r}: expected a name, a folder or a datasets.Dataset")
-    if n is not None and n < len(ds):
-        ds = ds.select(range(n))
-    if len(ds) == 0:
-        raise ValueError(f"dataset {_describe(spec)} (split {split!r}) has no rows")
+    ds = data.open_dataset(spec, split, root=root, n=n, what=f"TrainConfig.datasets entry {_describe(spec)}")
     if "image" not in ds.column_names or not ({"depth", "disparity"} & set(ds.column_names)):
         raise ValueError(f"dataset {_describe(spec)} (split {split!r}) has columns {ds.column_names}; training "
                          "needs 'image' and a label column 'depth' (metres) or 'disparity' (relative)")

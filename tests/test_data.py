@@ -470,3 +470,23 @@ def test_hdf5_depth_as_hypersim_stores_it(tmp_path):
         f.create_dataset("dataset", data=ray)
     raw = D.read_depth_file(path, key="dataset")
     assert raw.shape == (6, 8) and np.isnan(raw[0, 0]) and raw[1, 1] == 3.0
+
+
+def test_open_dataset_resolves_every_way_of_naming_a_dataset(tmp_path):
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"x": [1, 2, 3]})
+    assert D.open_dataset(ds)["x"] == [1, 2, 3]
+    assert D.open_dataset(ds, n=2)["x"] == [1, 2]
+    dd = datasets.DatasetDict(train=ds)
+    assert len(D.open_dataset(dd, "train")) == 3
+    with pytest.raises(ValueError, match=r"arg: the DatasetDict holds splits \['train'\].*'test'"):
+        D.open_dataset(dd, "test", what="arg")
+    dd.save_to_disk(str(tmp_path / "dd"))
+    assert D.open_dataset(tmp_path / "dd", "train", n=1)["x"] == [1]
+    with pytest.raises(ValueError, match="needs a split"):
+        D.open_dataset("synth-indoor")
+    with pytest.raises(ValueError, match="has no rows"):
+        D.open_dataset(ds.select([]))
+    with pytest.raises(TypeError, match="expected a datasets.Dataset"):
+        D.open_dataset(42)
