@@ -162,7 +162,16 @@ def _check_ssi_args(trim: float, reduction: str) -> None:
         raise ValueError(f"reduction must be 'batch' or 'image', got {reduction!r}")
 
 
-def _ssi_from_residual(R: Tensor, mask: Tensor, align: str, trim: float, reduction: str) -> Tensor:
+def _weighted_image_mean(per_image: Tensor, used: Tensor, weights: Tensor | None) -> Tensor:
+    """Mean of per-image values over the used images; with weights, sum_i w_i v_i / sum_i w_i (used only)."""
+    if weights is None:
+        return torch.where(used, per_image, torch.zeros_like(per_image)).sum() / used.sum().clamp_min(1)
+    w = torch.where(used, weights.to(per_image.dtype), torch.zeros_like(per_image))
+    return (w * torch.where(used, per_image, torch.zeros_like(per_image))).sum() / w.sum().clamp_min(1e-12)
+
+
+def _ssi_from_residual(R: Tensor, mask: Tensor, align: str, trim: float, reduction: str,
+                       weights: Tensor | None = None) -> Tensor:
     r = R.abs() if align == "median" else R * R  # R is 0 outside the mask, so r is too
     B = r.shape[0]
     rf, mf = r.reshape(B, -1), mask.reshape(B, -1)
@@ -173,12 +182,11 @@ def _ssi_from_residual(R: Tensor, mask: Tensor, align: str, trim: float, reducti
     num, cnt = rf.sum(1), mf.sum(1)
     if reduction == "batch":
         return num.sum() / cnt.sum().clamp_min(1)
-    per_image = num / cnt.clamp_min(1)
-    used = cnt > 0
-    return torch.where(used, per_image, torch.zeros_like(per_image)).sum() / used.sum().clamp_min(1)
+    return _weighted_image_mean(num / cnt.clamp_min(1), cnt > 0, weights)
 
 
-def _gm_from_residual(R: Tensor, mask: Tensor, scales: int, reduction: str = "batch") -> Tensor:
+def _gm_from_residual(R: Tensor, mask: Tensor, scales: int, reduction: str = "batch",
+                      weights: Tensor | None = None) -> Tensor:
     if scales < 1:
         raise ValueError(f"scales must be >= 1, got {scales}")
     per_image = R.new_zeros(R.shape[0])  # sum over scales of S_k,i / C_k,i  ("image")
@@ -197,8 +205,7 @@ def _gm_from_residual(R: Tensor, mask: Tensor, scales: int, reduction: str = "ba
             per_image = per_image + s_k / m.sum(dim=(1, 2)).clamp_min(1)
     if reduction == "batch":
         return total
-    used = mask.flatten(1).any(dim=1)
-    return per_image.masked_fill(~used, 0).sum() / used.sum().clamp_min(1)
+    return _weighted_image_mean(per_image, mask.flatten(1).any(dim=1), weights)
 
 
 def ssi_loss(
@@ -261,19 +268,24 @@ def depth_loss(
     gm_weight: float = 2.0,
     scales: int = 4,
     reduction: str = "batch",
+    weights: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """L = ssi_loss + gm_weight * gradient_matching_loss (V2 uses 1:2), aligning each image once.
 
     Returns {"ssi", "gm", "total"}; "ssi" and "gm" equal `ssi_loss(...)` and
     `gradient_matching_loss(...)` with the same arguments (reduction applies to both). The trim
-    applies to the SSI term.
+    applies to the SSI term. weights (B,) (reduction="image" only): a weighted mean over images,
+    sum_i w_i L_i / sum_i w_i; the CutMix loss of notebook 06 weights each region by its area.
     Used by `dalib.train` (notebooks 04 and 06).
     """
     mask = _check(pred, target, mask)
     _check_ssi_args(trim, reduction)
+    if weights is not None and (reduction != "image" or weights.shape != pred.shape[:1]):
+        raise ValueError(f"weights {tuple(weights.shape)} need reduction='image' and one weight per image "
+                         f"({pred.shape[0]}), got reduction={reduction!r}")
     R, mask = aligned_residual(pred, target, mask, align)
-    ssi = _ssi_from_residual(R, mask, align, trim, reduction)
-    gm = _gm_from_residual(R, mask, scales, reduction) if gm_weight else R.new_zeros(())
+    ssi = _ssi_from_residual(R, mask, align, trim, reduction, weights)
+    gm = _gm_from_residual(R, mask, scales, reduction, weights) if gm_weight else R.new_zeros(())
     return {"ssi": ssi, "gm": gm, "total": ssi + gm_weight * gm}
 
 

@@ -295,6 +295,12 @@ class TrainHooks:
         """Pixels that enter the depth loss (b,H,W) bool."""
         return batch["mask"]
 
+    def depth_loss(self, pred: Tensor, batch: dict, mask: Tensor, sources: list[dict], cfg: TrainConfig,
+                   shares: Sequence[int]) -> dict[str, Tensor]:
+        """The depth loss terms {"ssi", "gm", "total", ...}; default `compute_loss`. The student's CutMix
+        splits a mixed image into its two regions here, each against its own pseudo-label."""
+        return compute_loss(pred, batch, mask, sources, cfg, shares)
+
     def extra_losses(self, model: nn.Module, batch: dict, outputs: dict, step: int) -> dict[str, Tensor]:
         """Additional weighted scalar terms added to the total, e.g. {"feat": w * feature_alignment_loss(...)}."""
         return {}
@@ -352,7 +358,8 @@ def compute_loss(pred: Tensor, batch: dict, mask: Tensor, sources: list[dict], c
 
     pred, batch["target"], mask: (b, H, W). shares: images of each source in this batch, in batch
     order (the plan puts source 0 first, then source 1, ...); None = one source. Contiguous slices,
-    so no device synchronisation is needed to find the groups.
+    so no device synchronisation is needed to find the groups. An optional batch["weight"] (b,) makes
+    each source's loss a weighted mean over its entries (CutMix regions, notebook 06).
     """
     from dalib.losses import depth_loss
 
@@ -366,8 +373,9 @@ def compute_loss(pred: Tensor, batch: dict, mask: Tensor, sources: list[dict], c
     for i, (s, k) in enumerate(zip(sources, shares)):
         sl = slice(start, start + k)
         start += k
+        w = batch["weight"][sl] if batch.get("weight") is not None else None
         terms = depth_loss(pred[sl], batch["target"][sl], mask[sl], align=cfg.align, trim=s["trim"],
-                           gm_weight=cfg.gm_weight, scales=cfg.gm_scales, reduction=cfg.reduction)
+                           gm_weight=cfg.gm_weight, scales=cfg.gm_scales, reduction=cfg.reduction, weights=w)
         w = s["weight"]
         ssi, gm, total = ssi + w * terms["ssi"], gm + w * terms["gm"], total + w * terms["total"]
         if len(sources) > 1:
@@ -637,7 +645,7 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int, device: t
         batch = hooks.transform_batch(batch, step)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             outputs = hooks.forward(net, batch)
-        terms = compute_loss(outputs["pred"], batch, hooks.loss_mask(batch, outputs), sources, cfg, shares)
+        terms = hooks.depth_loss(outputs["pred"], batch, hooks.loss_mask(batch, outputs), sources, cfg, shares)
         for name, value in hooks.extra_losses(model, batch, outputs, step).items():
             terms[name] = value
             terms["total"] = terms["total"] + value

@@ -1,0 +1,256 @@
+"""The student recipe of Depth Anything as hooks of the one training loop (notebook 06_student_training).
+
+    from dalib.student import StudentHooks
+    hooks = StudentHooks(perturbed=[1], frozen=teacher, feat_weight=1.0, cutmix_p=0.5)
+    train(TrainConfig(datasets=[labelled, pool], ratios=[1, 2], targets=["depth", "disparity"]), hooks)
+
+What the hooks add to a `dalib.train` step (V1 arXiv 2401.10891 Sec. 3.2-3.3; V2 arXiv 2406.09414):
+    perturb   the images of the `perturbed` sources (the pseudo-labelled ones; the teacher labelled them
+              clean) get colour jitter and Gaussian blur (torchvision transforms v2), per image
+    CutMix    with probability `cutmix_p` a pseudo-labelled image receives a box cut from another
+              pseudo-labelled image of the batch; its loss is split into the two regions, each against
+              its own image's pseudo-label and aligned on its own (the two labels have unrelated scale
+              and shift), weighted by area:  L = (1 - a) L(outside box) + a L(inside box),  a = |box| / HW
+    feature   L_feat = 1 - mean cos(student tokens, frozen tokens), tokens with 1 - cos < margin ignored
+              (`dalib.losses.feature_alignment_loss`); the frozen encoder is DINOv2 in the papers, here any
+              DepthAnything whose encoder is used as is (the teacher's when no DINOv2 weights exist)
+
+The random numbers of step s come from a generator seeded by (seed, s, rank), never from the global RNG,
+so a resumed run perturbs and mixes exactly as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.transforms import v2
+
+from dalib.losses import feature_alignment_loss
+from dalib.model import IMAGENET_MEAN, IMAGENET_STD
+from dalib.train import TrainConfig, TrainHooks, compute_loss
+from dalib.transforms import sample_seed
+
+
+@dataclass
+class PerturbConfig:
+    """Strong colour perturbations of the student's pseudo-labelled inputs (V1: colour jitter + blur)."""
+
+    jitter_p: float = 0.8  # probability of colour jitter per image
+    brightness: float = 0.5  # ColorJitter factors, as in common strong augmentations of semi-supervised learning
+    contrast: float = 0.5
+    saturation: float = 0.5
+    hue: float = 0.25
+    blur_p: float = 0.5  # probability of a Gaussian blur per image
+    blur_sigma: tuple = (0.1, 2.0)  # blur sigma range, pixels
+    cutmix_p: float = 0.5  # probability that an image gets a CutMix box (V1: 0.5)
+    box_area: tuple = (0.02, 0.4)  # CutMix box area as a fraction of the image
+    box_aspect: tuple = (0.3, 1 / 0.3)  # CutMix box aspect ratio (height / width) range
+
+
+def colour_perturbation(cfg: PerturbConfig) -> v2.Transform:
+    """torchvision v2 pipeline on one (3, H, W) float image in [0, 1]: jitter (p) then blur (p)."""
+    k = 2 * math.ceil(3 * cfg.blur_sigma[1]) + 1  # kernel covers +-3 sigma of the largest blur
+    return v2.Compose([
+        v2.RandomApply([v2.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)], p=cfg.jitter_p),
+        v2.RandomApply([v2.GaussianBlur(k, sigma=tuple(cfg.blur_sigma))], p=cfg.blur_p),
+    ])
+
+
+def cutmix_boxes(n: int, height: int, width: int, cfg: PerturbConfig, g: torch.Generator) -> list[tuple[int, int, int, int] | None]:
+    """For each of n images, a CutMix box (top, left, h, w) with probability cfg.cutmix_p, else None.
+
+    Area uniform in cfg.box_area of the image, aspect (h / w) log-uniform in cfg.box_aspect, position
+    uniform with the box inside the image. Drawn from `g` (CPU), so no device synchronisation.
+    """
+    boxes: list = []
+    lo, hi = math.log(cfg.box_aspect[0]), math.log(cfg.box_aspect[1])
+    for _ in range(n):
+        u = torch.rand(3, generator=g).tolist()
+        if u[0] >= cfg.cutmix_p:
+            boxes.append(None)
+            continue
+        area = (cfg.box_area[0] + u[1] * (cfg.box_area[1] - cfg.box_area[0])) * height * width
+        aspect = math.exp(lo + u[2] * (hi - lo))
+        h = min(height, max(1, round(math.sqrt(area * aspect))))
+        w = min(width, max(1, round(math.sqrt(area / aspect))))
+        pos = torch.rand(2, generator=g).tolist()
+        top, left = int(pos[0] * (height - h + 1)), int(pos[1] * (width - w + 1))
+        boxes.append((min(top, height - h), min(left, width - w), h, w))
+    return boxes
+
+
+def _denormalize(x: Tensor) -> Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(-1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(-1, 3, 1, 1)
+    return (x * std + mean).clamp(0, 1)
+
+
+def _normalize(x: Tensor) -> Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(-1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(-1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device):
+    """Global RNGs (torchvision's v2 transforms draw from them) seeded for a block, restored after."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def perturb_images(images: Tensor, cfg: PerturbConfig, seed: int) -> Tensor:
+    """Colour jitter + Gaussian blur per image of an ImageNet-normalised (b, 3, H, W) batch.
+
+    Each image draws its own parameters (torchvision v2 draws one set per call, so the call is per
+    image); the random numbers are a pure function of `seed`. Returns the normalised perturbed batch.
+    """
+    tf = colour_perturbation(cfg)
+    raw = _denormalize(images.float())
+    with _seeded(seed, images.device):
+        out = torch.stack([tf(im) for im in raw])
+    return _normalize(out).to(images.dtype)
+
+
+def apply_cutmix(batch: dict, start: int, count: int, boxes: Sequence) -> dict:
+    """Paste boxes into images start..start+count-1 of `batch` from their partner (the next image of the
+    group, cyclically); records batch["cutmix"] = [(index, partner, top, left, h, w), ...] for the loss."""
+    if count < 2:
+        return batch
+    img = batch["image"].clone()
+    src = batch["image"]
+    mixed = []
+    for j, box in enumerate(boxes):
+        if box is None:
+            continue
+        i, p = start + j, start + (j + 1) % count
+        top, left, h, w = box
+        img[i, :, top:top + h, left:left + w] = src[p, :, top:top + h, left:left + w]
+        mixed.append((i, p, top, left, h, w))
+    out = dict(batch)
+    out["image"] = img
+    out["cutmix"] = out.get("cutmix", []) + mixed
+    return out
+
+
+def cutmix_loss_inputs(pred: Tensor, batch: dict, mask: Tensor, shares: Sequence[int]):
+    """Split each CutMix image into its two regions: returns (pred, batch, mask, shares) with one extra
+    entry per mixed image, placed right after its source's entries so sources stay contiguous.
+
+    Entry of image i outside its box: pred_i vs target_i, mask_i & ~box, weight 1 - a;
+    extra entry inside the box: pred_i vs target_p (the partner's pseudo-label), mask_p & box, weight a.
+    a = box area / image area. Unmixed images keep weight 1.
+    """
+    mixed = batch.get("cutmix") or []
+    if not mixed:
+        return pred, batch, mask, list(shares)
+    n, H, W = pred.shape
+    weight = torch.ones(n, device=pred.device, dtype=torch.float32)
+    ends = [sum(shares[:k + 1]) for k in range(len(shares))]
+    in_box = torch.zeros(n, H, W, dtype=torch.bool, device=pred.device)
+    extra: list[list] = [[] for _ in shares]
+    for i, p, top, left, h, w in mixed:
+        in_box[i, top:top + h, left:left + w] = True
+        a = h * w / (H * W)
+        weight[i] = 1.0 - a
+        src = next(k for k, e in enumerate(ends) if i < e)
+        extra[src].append((i, p, top, left, h, w, a))
+    mask = mask & ~in_box  # entry i keeps the region outside its box
+    order, tgt_rows, masks, weights = [], [], [], []
+    start = 0
+    new_shares = []
+    for k, e in enumerate(ends):
+        idx = list(range(start, e))
+        order += idx
+        tgt_rows += idx
+        masks.append(mask[start:e])
+        weights.append(weight[start:e])
+        for i, p, top, left, h, w, a in extra[k]:
+            order.append(i)
+            tgt_rows.append(p)
+            box = torch.zeros(1, H, W, dtype=torch.bool, device=pred.device)
+            box[:, top:top + h, left:left + w] = True
+            masks.append(batch["mask"][p:p + 1] & box)
+            weights.append(torch.full((1,), a, device=pred.device))
+        new_shares.append(len(idx) + len(extra[k]))
+        start = e
+    order_t = torch.tensor(order, device=pred.device)
+    rows_t = torch.tensor(tgt_rows, device=pred.device)
+    out = dict(batch)
+    out["target"] = batch["target"][rows_t]
+    out["weight"] = torch.cat(weights)
+    return pred[order_t], out, torch.cat(masks), new_shares
+
+
+class StudentHooks(TrainHooks):
+    """Student training (V1/V2) on top of `dalib.train.train`; see the module docstring.
+
+    perturbed: indices of TrainConfig.datasets that are pseudo-labelled (perturbed, CutMix-ed).
+    frozen: a DepthAnything whose encoder gives the frozen features (None: no feature alignment).
+    feat_weight: weight of L_feat in the total; margin: tolerance of the alignment (V1: 0.15).
+    perturb: PerturbConfig (cutmix_p=0 disables CutMix, jitter_p=blur_p=0 the colour perturbations).
+    """
+
+    def __init__(self, perturbed: Sequence[int] = (0,), frozen: nn.Module | None = None, *, feat_weight: float = 1.0,
+                 margin: float = 0.15, perturb: PerturbConfig | None = None):
+        self.perturbed = sorted(int(i) for i in perturbed)
+        self.frozen = frozen
+        self.feat_weight = float(feat_weight) if frozen is not None else 0.0
+        self.margin = float(margin)
+        self.cfg = perturb or PerturbConfig()
+        self.seed, self.rank, self.shares = 0, 0, None
+
+    def setup(self, model: nn.Module, cfg: TrainConfig, device: torch.device) -> None:
+        from dalib.train import _dist_env, per_batch
+
+        self.seed = cfg.seed
+        rank, world, _ = _dist_env()
+        self.rank = rank
+        self.shares = [k // world for k in per_batch(cfg, world)]
+        if any(i >= len(self.shares) for i in self.perturbed):
+            raise ValueError(f"StudentHooks.perturbed={self.perturbed}, but TrainConfig has {len(self.shares)} datasets")
+        if self.frozen is not None:
+            self.frozen.to(device).eval().requires_grad_(False)
+            if self.frozen.cfg.embed_dim != model.cfg.embed_dim:
+                raise ValueError(f"frozen encoder has {self.frozen.cfg.embed_dim} channels, the student "
+                                 f"{model.cfg.embed_dim}; feature alignment needs equal widths")
+
+    def transform_batch(self, batch: dict, step: int) -> dict:
+        H, W = batch["image"].shape[-2:]
+        g = torch.Generator().manual_seed(sample_seed(self.seed, 6, step, self.rank))
+        starts = [sum(self.shares[:k]) for k in range(len(self.shares))]
+        img = batch["image"]
+        for k in self.perturbed:
+            s, c = starts[k], self.shares[k]
+            if self.cfg.jitter_p > 0 or self.cfg.blur_p > 0:
+                seed = int(torch.randint(0, 2**62, (1,), generator=g))
+                img = torch.cat([img[:s], perturb_images(img[s:s + c], self.cfg, seed), img[s + c:]])
+        batch = {**batch, "image": img}
+        for k in self.perturbed:
+            if self.cfg.cutmix_p > 0:
+                boxes = cutmix_boxes(self.shares[k], H, W, self.cfg, g)
+                batch = apply_cutmix(batch, starts[k], self.shares[k], boxes)
+        return batch
+
+    def forward(self, model: nn.Module, batch: dict) -> dict:
+        if self.feat_weight <= 0:
+            return {"pred": model(batch["image"])}
+        pred, tokens = model(batch["image"], return_features=True)
+        with torch.no_grad():
+            frozen = self.frozen.encode_patch_tokens(batch["image"])
+        return {"pred": pred, "tokens": tokens, "frozen_tokens": frozen}
+
+    def depth_loss(self, pred, batch, mask, sources, cfg, shares):
+        p, b, m, s = cutmix_loss_inputs(pred, batch, mask, shares)
+        return compute_loss(p, b, m, sources, cfg, s)
+
+    def extra_losses(self, model: nn.Module, batch: dict, outputs: dict, step: int) -> dict[str, Tensor]:
+        if self.feat_weight <= 0:
+            return {}
+        loss = feature_alignment_loss(outputs["tokens"].float(), outputs["frozen_tokens"].float(), margin=self.margin)
+        return {"feat": self.feat_weight * loss}
