@@ -254,3 +254,18 @@ class StudentHooks(TrainHooks):
             return {}
         loss = feature_alignment_loss(outputs["tokens"].float(), outputs["frozen_tokens"].float(), margin=self.margin)
         return {"feat": self.feat_weight * loss}
+
+
+def preview_batch(cfg: TrainConfig, hooks: StudentHooks, step: int = 0) -> tuple[dict, dict]:
+    """(clean batch, the batch the student trains on) of step `step` of a run, on the CPU, without
+    training: the same data plan and the same seeded perturbations / CutMix as `train(cfg, hooks)`."""
+    from dalib.train import BatchPlan, open_dataset, per_batch
+    from dalib.transforms import JointTransform
+
+    sources = cfg.sources()
+    dsets = [open_dataset(s["dataset"], s["split"], root=cfg.data_root, n=cfg.data_n) for s in sources]
+    plan = BatchPlan(dsets, per_batch(cfg), [s["target"] for s in sources],
+                     JointTransform(cfg.crop, scale=tuple(cfg.scale), hflip=cfg.hflip), cfg.seed)
+    clean = plan[step]
+    hooks.seed, hooks.rank, hooks.shares = cfg.seed, 0, per_batch(cfg)
+    return clean, hooks.transform_batch(dict(clean), step)

@@ -14,6 +14,7 @@ from dalib.student import (
     cutmix_boxes,
     cutmix_loss_inputs,
     perturb_images,
+    preview_batch,
 )
 from dalib.train import TrainConfig, compute_loss, train
 from test_train import final_weights, log_of, make_scenes, tiny
@@ -140,3 +141,13 @@ def test_student_hooks_check_their_inputs(tmp_path):
         train(tiny(tmp_path / "x", ds, steps=2), StudentHooks(perturbed=[1]))
     with pytest.raises(ValueError, match="equal widths"):
         train(tiny(tmp_path / "y", ds, steps=2), StudentHooks(perturbed=[0], frozen=DepthAnything("vits")))
+
+
+def test_preview_batch_matches_what_training_sees(tmp_path):
+    pseudo = make_scenes(6, seed=2, label="disparity")
+    cfg = tiny(tmp_path / "p", pseudo, batch_size=4, steps=2)
+    hooks = StudentHooks(perturbed=[0], perturb=PerturbConfig(cutmix_p=1.0))
+    clean, student = preview_batch(cfg, hooks, step=1)
+    clean2, student2 = preview_batch(cfg, hooks, step=1)
+    assert torch.equal(student["image"], student2["image"]) and len(student["cutmix"]) == 4
+    assert torch.equal(clean["target"], student["target"]) and not torch.allclose(clean["image"], student["image"])
