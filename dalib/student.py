@@ -20,9 +20,15 @@ so a resumed run perturbs and mixes exactly as an uninterrupted one.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
+import json
 import math
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -196,14 +202,34 @@ class StudentHooks(TrainHooks):
     perturb: PerturbConfig (cutmix_p=0 disables CutMix, jitter_p=blur_p=0 the colour perturbations).
     """
 
-    def __init__(self, perturbed: Sequence[int] = (0,), frozen: nn.Module | None = None, *, feat_weight: float = 1.0,
-                 margin: float = 0.15, perturb: PerturbConfig | None = None):
+    def __init__(self, perturbed: Sequence[int] = (0,), frozen: nn.Module | str | os.PathLike | None = None, *,
+                 feat_weight: float = 1.0, margin: float = 0.15, perturb: PerturbConfig | None = None):
         self.perturbed = sorted(int(i) for i in perturbed)
-        self.frozen = frozen
+        # frozen as a path: a checkpoint folder (DepthAnything.from_pretrained, e.g. the teacher) or a DINOv2
+        # weights file (a DepthAnything of the student's size with that encoder); loaded in `setup`
+        self.frozen_source = str(frozen) if isinstance(frozen, (str, os.PathLike)) else None
+        self.frozen = None if self.frozen_source else frozen
         self.feat_weight = float(feat_weight) if frozen is not None else 0.0
         self.margin = float(margin)
         self.cfg = perturb or PerturbConfig()
         self.seed, self.rank, self.shares = 0, 0, None
+
+    def to_spec(self) -> dict:
+        """JSON-able description from which `from_spec` rebuilds these hooks (for torchrun launches)."""
+        if self.frozen is not None and self.frozen_source is None:
+            raise ValueError("StudentHooks with an in-memory frozen model cannot be described; pass the frozen "
+                             "encoder as a checkpoint folder or a DINOv2 weights file")
+        return {"perturbed": self.perturbed, "frozen": self.frozen_source, "feat_weight": self.feat_weight,
+                "margin": self.margin, "perturb": dataclasses.asdict(self.cfg)}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "StudentHooks":
+        p = dict(spec.get("perturb") or {})
+        for k in ("blur_sigma", "box_area", "box_aspect"):
+            if k in p:
+                p[k] = tuple(p[k])
+        return cls(spec.get("perturbed", (0,)), spec.get("frozen"), feat_weight=spec.get("feat_weight", 1.0),
+                   margin=spec.get("margin", 0.15), perturb=PerturbConfig(**p))
 
     def setup(self, model: nn.Module, cfg: TrainConfig, device: torch.device) -> None:
         from dalib.train import _dist_env, per_batch
@@ -214,6 +240,16 @@ class StudentHooks(TrainHooks):
         self.shares = [k // world for k in per_batch(cfg, world)]
         if any(i >= len(self.shares) for i in self.perturbed):
             raise ValueError(f"StudentHooks.perturbed={self.perturbed}, but TrainConfig has {len(self.shares)} datasets")
+        if self.frozen_source is not None and self.frozen is None:
+            from dalib.model import DepthAnything
+
+            src = Path(self.frozen_source)
+            if src.is_dir():
+                self.frozen = DepthAnything.from_pretrained(src, map_location="cpu")
+            elif src.is_file():
+                self.frozen = DepthAnything(cfg.encoder, cfg.version, pretrained_encoder=str(src))
+            else:
+                raise FileNotFoundError(f"StudentHooks frozen encoder {src}: neither a checkpoint folder nor a weights file")
         if self.frozen is not None:
             self.frozen.to(device).eval().requires_grad_(False)
             if self.frozen.cfg.embed_dim != model.cfg.embed_dim:
@@ -269,3 +305,34 @@ def preview_batch(cfg: TrainConfig, hooks: StudentHooks, step: int = 0) -> tuple
     clean = plan[step]
     hooks.seed, hooks.rank, hooks.shares = cfg.seed, 0, per_batch(cfg)
     return clean, hooks.transform_batch(dict(clean), step)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m dalib.student --config run.yaml`: TrainConfig fields plus a `student` mapping (the
+    `StudentHooks.to_spec()` fields); under torchrun every rank runs it (what `dalib.train.launch` starts)."""
+    import yaml
+
+    from dalib.train import _dist_env, train
+
+    ap = argparse.ArgumentParser(prog="python -m dalib.student", description=main.__doc__.split("\n")[0])
+    ap.add_argument("--config", required=True, help="YAML/JSON: TrainConfig fields + `student:` (StudentHooks spec)")
+    args = ap.parse_args(argv)
+    raw = yaml.safe_load(Path(args.config).read_text()) or {}
+    spec = raw.pop("student", None)
+    if spec is None:
+        raise ValueError(f"{args.config}: no `student` mapping (perturbed, frozen, feat_weight, margin, perturb)")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ValueError(f"{args.config}: unknown TrainConfig fields {unknown}")
+    for k in ("scale", "betas"):
+        if k in raw:
+            raw[k] = tuple(raw[k])
+    result = train(TrainConfig(**raw), StudentHooks.from_spec(spec))
+    if _dist_env()[0] == 0:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

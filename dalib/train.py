@@ -57,6 +57,7 @@ STATE_FILE = "train_state.pt"
 LATEST_FILE = "latest.json"
 LOG_FILE = "train_log.jsonl"
 CONFIG_FILE = "config.json"
+RESULT_FILE = "result.json"  # train()'s return value, written by rank 0 when a run ends
 STATE_FORMAT = 1
 
 
@@ -542,10 +543,66 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         own_group = True
     try:
-        return _train(cfg, hooks, rank, world, device)
+        result = _train(cfg, hooks, rank, world, device)
+        if rank == 0:
+            atomic_write_json(Path(cfg.out_dir) / RESULT_FILE, result)
+        return result
     finally:
         if own_group:
             dist.destroy_process_group()
+
+
+def _dataset_on_disk(ds: Any, folder: Path) -> str:
+    """A TrainConfig.datasets entry as something a fresh process can open: names and folders as they are,
+    an in-memory `datasets.Dataset` saved to `folder` (reused while its fingerprint is unchanged)."""
+    if isinstance(ds, (str, os.PathLike)):
+        return str(ds)
+    stamp = folder / ".fingerprint"
+    fp = getattr(ds, "_fingerprint", None)
+    if not (fp and stamp.is_file() and stamp.read_text() == fp):
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        ds.save_to_disk(str(tmp))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+        if fp:
+            stamp.write_text(fp)
+    return str(folder)
+
+
+def launch(cfg: TrainConfig, nproc: int = 1, hooks: TrainHooks | None = None) -> dict:
+    """`train(cfg, hooks)` in this process (nproc <= 1), or DDP in `nproc` processes under torchrun (one
+    GPU each; gloo on CPUs). Same return value. Notebooks 04 and 06 (`gpus` parameter).
+
+    For torchrun the run is written to `out_dir/launch.yaml` (in-memory datasets saved under
+    `out_dir/inputs/`); hooks must describe themselves with `to_spec()` (`dalib.student.StudentHooks` does)
+    and are rebuilt in every process by `python -m dalib.student`.
+    """
+    if nproc <= 1:
+        return train(cfg, hooks)
+    import subprocess
+
+    import yaml
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = cfg.to_dict()
+    spec["datasets"] = [_dataset_on_disk(d, out / "inputs" / f"source{i}") for i, d in enumerate(cfg.datasets)]
+    module = "dalib.train"
+    if hooks is not None and type(hooks) is not TrainHooks:
+        if not hasattr(hooks, "to_spec"):
+            raise ValueError(f"{type(hooks).__name__} has no to_spec(); only hooks that describe themselves can run "
+                             "under torchrun (nproc > 1)")
+        spec["student"] = hooks.to_spec()
+        module = "dalib.student"
+    path = out / "launch.yaml"
+    atomic_write_bytes(path, yaml.safe_dump(spec, sort_keys=False).encode())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", module, "--config", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads((out / RESULT_FILE).read_text())
 
 
 def _train(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int, device: torch.device) -> dict:

@@ -151,3 +151,26 @@ def test_preview_batch_matches_what_training_sees(tmp_path):
     clean2, student2 = preview_batch(cfg, hooks, step=1)
     assert torch.equal(student["image"], student2["image"]) and len(student["cutmix"]) == 4
     assert torch.equal(clean["target"], student["target"]) and not torch.allclose(clean["image"], student["image"])
+
+
+@pytest.mark.slow
+def test_launch_runs_the_student_under_torchrun(tmp_path, monkeypatch):
+    """nproc=2: the run is written to launch.yaml, in-memory datasets saved, the hooks rebuilt from their
+    spec in two gloo processes; the result matches what train() returns."""
+    from dalib.train import launch
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.manual_seed(3)
+    DepthAnything("vitt").save_pretrained(tmp_path / "frozen")
+    pseudo = make_scenes(8, seed=2, label="disparity")
+    hooks = StudentHooks(perturbed=[0], frozen=tmp_path / "frozen", margin=0.0, perturb=PerturbConfig(cutmix_p=1.0))
+    cfg = tiny(tmp_path / "run", pseudo, batch_size=4, steps=2, targets=["disparity"], trims=[0.1])
+    r = launch(cfg, nproc=2, hooks=hooks)
+    assert r["world_size"] == 2 and r["steps"] == 2 and (tmp_path / "run" / "inputs" / "source0").is_dir()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["world_size"] == 2
+    assert all(rec["feat"] > 0 for rec in log_of(tmp_path / "run"))
+    assert StudentHooks.from_spec(hooks.to_spec()).to_spec() == hooks.to_spec()
+    with pytest.raises(ValueError, match="in-memory frozen model"):
+        StudentHooks(perturbed=[0], frozen=DepthAnything("vitt")).to_spec()
