@@ -3,6 +3,12 @@
     preds = predict(model, images, input_size=112)              # official preprocessing, batched
     report = evaluate(preds, depth, mask, material)              # {"all": {...}, "thin": {...}, "glass_mirror": {...}}
     report = evaluate_model(model, dataset, input_size=112)      # both at once
+    base = mean_disparity_baseline(depth, mask, 64)              # the trivial baseline: one fixed map
+    report = evaluate_model(constant_predictor(base), dataset)   # scored like any model
+    report = evaluate_middlebury(model, input_size=112)          # a real image: full view + 5 crops
+
+`model` is a `DepthAnything` (anything with `infer_batch`) or a function from (N, H, W, 3) uint8 images
+to (N, H, W) disparities, such as `constant_predictor`.
 
 Material regions use the ids of `dalib.synth.MATERIALS`. Inside a region the prediction is still
 aligned (least-squares scale and shift in disparity) on every valid pixel of the image, and only the
@@ -16,7 +22,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from dalib.metrics import eval_depth, ordinal_accuracy
+from dalib.disparity import depth_to_disparity, normalize_disparity, valid_depth_mask
+from dalib.metrics import METRIC_KEYS, edge_precision_recall, eval_depth, ordinal_accuracy, per_image_depth_metrics
 from dalib.synth import MATERIALS as MATERIAL_NAMES  # material id = index
 
 MATERIAL_REGIONS = {"thin": ("thin",), "glass_mirror": ("glass", "mirror")}
@@ -45,13 +52,68 @@ def dataset_arrays(ds, columns: Sequence[str] = ("image", "depth", "mask", "mate
 
 
 def predict(model, images, *, input_size: int = 518, batch_size: int = 16) -> np.ndarray:
-    """Relative disparity for (N, H, W, 3) uint8 images (or a list of images) at their own resolution.
+    """Relative disparity for (N, H, W, 3) uint8 images (or a list of equal-size images) at their own resolution.
 
-    Official preprocessing (`DepthAnything.infer_batch`): aspect kept, shorter side >= input_size,
-    multiples of 14, prediction resized back bilinearly. Returns (N, H, W) float32.
+    A `DepthAnything` uses the official preprocessing (`infer_batch`): aspect kept, shorter side >= input_size,
+    multiples of 14, prediction resized back bilinearly. A function is called once on the (N, H, W, 3) array
+    (input_size and batch_size do not apply). Returns (N, H, W) float32.
     """
-    preds = model.infer_batch(list(images), input_size, batch_size=batch_size)
-    return np.stack(preds)
+    if hasattr(model, "infer_batch"):
+        return np.stack(model.infer_batch(list(images), input_size, batch_size=batch_size))
+    if not callable(model):
+        raise TypeError(f"predict: expected a DepthAnything or a function images -> disparities, got {type(model).__name__}")
+    images = np.asarray(images)
+    out = np.asarray(model(images), dtype=np.float32)
+    if out.shape != images.shape[:3]:
+        raise ValueError(f"predict: the function returned shape {out.shape} for images {images.shape}; expected {images.shape[:3]}")
+    return out
+
+
+def _resize_map(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W) -> size (h, w), bilinear as the model's output resize (align_corners=True)."""
+    if tuple(x.shape) == tuple(size):
+        return x
+    return torch.nn.functional.interpolate(x[None, None], size=tuple(size), mode="bilinear", align_corners=True)[0, 0]
+
+
+def mean_disparity_baseline(targets, masks=None, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """The trivial baseline of notebook 07: the per-pixel mean of normalised training disparity.
+
+    targets: (N, H, W) training depth (metres; 0/NaN/inf invalid); masks: (N, H, W) bool or None. Each target
+    becomes a training label as in `dalib.train` (`depth_to_disparity`, then `normalize_disparity` to [0, 1]);
+    invalid pixels count as 0, the sky's label. The mean over the N images is resized bilinearly to `size`
+    (an int for a square, or (h, w); None keeps (H, W)). Returns (h, w) float32: a single disparity map that
+    "knows" only where near and far things usually are (floor at the bottom, sky or far wall at the top).
+    """
+    t = torch.as_tensor(np.asarray(targets, dtype=np.float32))
+    if t.dim() != 3 or t.shape[0] == 0:
+        raise ValueError(f"mean_disparity_baseline: targets must be (N, H, W) with N >= 1, got {tuple(t.shape)}")
+    m = None if masks is None else torch.as_tensor(np.asarray(masks, dtype=bool))
+    valid = valid_depth_mask(t, m)
+    mean = normalize_disparity(depth_to_disparity(t, valid), valid).mean(dim=0)
+    if size is not None:
+        mean = _resize_map(mean, (size, size) if isinstance(size, int) else tuple(size))
+    return mean.numpy().astype(np.float32)
+
+
+def constant_predictor(disparity):
+    """A "model" that predicts the same (h, w) disparity map for every image, resized bilinearly to the
+    image's size: images (N, H, W, 3) -> (N, H, W). Use it with `predict` / `evaluate_model` /
+    `evaluate_middlebury`; the evaluation aligns it to each image by least squares, as every model."""
+    base = torch.as_tensor(np.asarray(disparity, dtype=np.float32))
+    if base.dim() != 2:
+        raise ValueError(f"constant_predictor: expected an (h, w) map, got shape {tuple(base.shape)}")
+
+    def predict_constant(images) -> np.ndarray:
+        n, h, w = np.asarray(images).shape[:3]
+        return np.broadcast_to(_resize_map(base, (h, w)).numpy(), (n, h, w)).copy()
+
+    return predict_constant
+
+
+def evaluate_constant(disparity, ds, **kwargs) -> tuple[dict, np.ndarray]:
+    """`evaluate_model` of `constant_predictor(disparity)` on dataset `ds` (kwargs as evaluate_model). Notebook 07."""
+    return evaluate_model(constant_predictor(disparity), ds, **kwargs)
 
 
 def _region_mask(material: np.ndarray, names: Sequence[str]) -> np.ndarray:
@@ -68,11 +130,13 @@ def evaluate(
     regions: dict[str, Sequence[str]] | None = MATERIAL_REGIONS,
     ordinal_pairs: int = 0,
     seed: int = 0,
+    edges: bool = False,
 ) -> dict:
     """Depth metrics of predictions (N, H, W) against GT depth (N, H, W) metres, overall and per region.
 
     Returns {"all": metrics, <region>: metrics or None when no image has pixels of that material,
-    "n_images": N, "ordinal_accuracy": float (only with ordinal_pairs > 0)}.
+    "n_images": N, "ordinal_accuracy": float (only with ordinal_pairs > 0, that many point pairs per image),
+    "edges": {precision, recall, f1, n_images} (only with edges=True; `dalib.metrics.edge_precision_recall`)}.
     """
     p = torch.as_tensor(np.asarray(pred_disp, dtype=np.float32))
     t = torch.as_tensor(np.asarray(depth, dtype=np.float32))
@@ -88,17 +152,110 @@ def evaluate(
                 out[name] = None
     if ordinal_pairs:
         out["ordinal_accuracy"] = ordinal_accuracy(p, t, m, pairs_per_image=ordinal_pairs, seed=seed)
+    if edges:
+        out["edges"] = edge_precision_recall(p, t, m)
     return out
 
 
 def evaluate_model(model, ds, *, input_size: int = 518, batch_size: int = 16, ordinal_pairs: int = 0,
-                   regions: dict[str, Sequence[str]] | None = MATERIAL_REGIONS) -> tuple[dict, np.ndarray]:
-    """Predict every image of a labelled `datasets.Dataset` and `evaluate` it; returns (report, predictions)."""
+                   regions: dict[str, Sequence[str]] | None = MATERIAL_REGIONS, edges: bool = False,
+                   seed: int = 0) -> tuple[dict, np.ndarray]:
+    """Predict every image of a labelled `datasets.Dataset` and `evaluate` it; returns (report, predictions).
+
+    model: a DepthAnything or a function images -> disparities (see `predict`)."""
     arrays = dataset_arrays(ds)
     preds = predict(model, arrays["image"], input_size=input_size, batch_size=batch_size)
     report = evaluate(preds, arrays["depth"], arrays.get("mask"), arrays.get("material"),
-                      regions=regions, ordinal_pairs=ordinal_pairs)
+                      regions=regions, ordinal_pairs=ordinal_pairs, seed=seed, edges=edges)
     return report, preds
+
+
+MIDDLEBURY_SAMPLES = ("full", "top_left", "top_right", "bottom_left", "bottom_right", "centre")
+
+
+def middlebury_samples(*, crop: float = 0.6, root=None) -> list[dict]:
+    """The evaluation samples cut from the Middlebury 2014 Motorcycle image (`middlebury-motorcycle`, test).
+
+    Six samples, named as MIDDLEBURY_SAMPLES: the full 500 x 741 image, and five crops of
+    round(crop * H) x round(crop * W) pixels: one at each corner (with crop = 0.6 neighbouring crops overlap
+    by 20% of the side) and one at the centre. Each is a dict {name, image (h, w, 3) uint8, depth (h, w)
+    metres, mask (h, w) bool, box (top, left, h, w)}. Notebook 07.
+    """
+    if not 0 < crop <= 1:
+        raise ValueError(f"middlebury_samples: crop must be in (0, 1], got {crop}")
+    from dalib.data import load
+
+    arr = dataset_arrays(load("middlebury-motorcycle", "test", root=root), ("image", "depth", "mask"))
+    image, depth = arr["image"][0], arr["depth"][0]
+    mask = arr["mask"][0] if "mask" in arr else depth > 0
+    H, W = depth.shape
+    h, w = round(crop * H), round(crop * W)
+    tops = {"top": 0, "bottom": H - h, "c": (H - h) // 2}
+    lefts = {"left": 0, "right": W - w, "c": (W - w) // 2}
+    boxes = {"full": (0, 0, H, W)}
+    for name in MIDDLEBURY_SAMPLES[1:]:
+        v, u = ("c", "c") if name == "centre" else name.split("_")
+        boxes[name] = (tops[v], lefts[u], h, w)
+    return [{"name": n, "box": b, "image": image[b[0]:b[0] + b[2], b[1]:b[1] + b[3]],
+             "depth": depth[b[0]:b[0] + b[2], b[1]:b[1] + b[3]], "mask": mask[b[0]:b[0] + b[2], b[1]:b[1] + b[3]]}
+            for n, b in boxes.items()]
+
+
+def evaluate_middlebury(model, *, input_size: int = 518, crop: float = 0.6, batch_size: int = 8,
+                        root=None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Relative-depth metrics on the real Middlebury Motorcycle image, over the six samples of
+    `middlebury_samples` (the full image and five crops of `crop` times its sides). Notebook 07.
+
+    Each sample is an image of its own: the model predicts it at `input_size` (shorter side, as
+    `predict`), so a crop is seen magnified 1/crop times relative to the full image; the prediction is
+    aligned to the sample's GT disparity by least squares and scored on its valid pixels (`eval_depth`);
+    the six per-sample metrics are averaged with equal weight. The samples test one scene at two scales
+    and five framings; they are not independent images.
+
+    model: a DepthAnything or a function images -> disparities (see `predict`). Returns (report,
+    predictions by sample name) with report = {"all": metrics averaged over samples, "per_sample":
+    {name: {abs_rel, delta1}}, "n_images": 6, "samples": names, "crop", "input_size"}.
+    """
+    samples = middlebury_samples(crop=crop, root=root)
+    by_shape: dict[tuple, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_shape.setdefault(s["depth"].shape, []).append(i)
+    preds: list = [None] * len(samples)
+    per: dict[str, list] = {k: [] for k in METRIC_KEYS}
+    order = []
+    for idx in by_shape.values():  # samples of one size form one batch (the crops; the full image)
+        p = predict(model, np.stack([samples[i]["image"] for i in idx]), input_size=input_size, batch_size=batch_size)
+        t = torch.as_tensor(np.stack([samples[i]["depth"] for i in idx]))
+        m = torch.as_tensor(np.stack([samples[i]["mask"] for i in idx]))
+        metrics, scored = per_image_depth_metrics(torch.as_tensor(p), t, m)
+        if not bool(scored.all()):
+            raise ValueError("evaluate_middlebury: a sample has fewer than 2 valid GT pixels; use a larger crop")
+        for j, i in enumerate(idx):
+            preds[i] = p[j]
+        for k in METRIC_KEYS:
+            per[k].append(metrics[k])
+        order += idx
+    per_t = {k: torch.cat(v) for k, v in per.items()}
+    pos = {i: j for j, i in enumerate(order)}
+    names = [s["name"] for s in samples]
+    report = {
+        "all": {k: float(v.mean()) for k, v in per_t.items()},
+        "per_sample": {n: {"abs_rel": float(per_t["abs_rel"][pos[i]]), "delta1": float(per_t["delta1"][pos[i]])}
+                       for i, n in enumerate(names)},
+        "n_images": len(samples), "samples": names, "crop": crop, "input_size": input_size,
+    }
+    return report, dict(zip(names, preds))
+
+
+def claim_lower(a: float | None, b: float | None, *, tol: float = 0.005) -> dict:
+    """Is `a` lower than `b` by more than `tol` (e.g. AbsRel of two models)? Notebook 07's claims.
+
+    Returns {"held": True / False, or None when either value is missing, "a": a, "b": b, "margin": b - a};
+    a margin within tol counts as equal, so not held.
+    """
+    if a is None or b is None:
+        return {"held": None, "a": a, "b": b, "margin": None}
+    return {"held": bool(b - a > tol), "a": float(a), "b": float(b), "margin": float(b - a)}
 
 
 def metrics_table(rows: dict[str, dict], keys: Sequence[str] = ("abs_rel", "delta1"),
@@ -112,5 +269,26 @@ def metrics_table(rows: dict[str, dict], keys: Sequence[str] = ("abs_rel", "delt
             for k in keys:
                 v = (rep.get(r) or {}).get(k)
                 cells.append("-" if v is None else f"{v:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def results_table(rows: dict[str, dict], columns: Sequence[tuple]) -> str:
+    """Markdown table of nested results: one row per model, one column per (header, path[, format]).
+
+    path is a dotted key into the row ("photo.abs_rel"); format a str.format spec (default "{:.3f}");
+    missing values (absent key or None) print as '-'. Notebook 07.
+    """
+    def get(row, path):
+        for key in path.split("."):
+            if not isinstance(row, dict) or row.get(key) is None:
+                return None
+            row = row[key]
+        return row
+
+    cols = [(c[0], c[1], c[2] if len(c) > 2 else "{:.3f}") for c in columns]
+    lines = ["| model | " + " | ".join(h for h, _, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+    for name, row in rows.items():
+        cells = [("-" if (v := get(row, path)) is None else fmt.format(v)) for _, path, fmt in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -177,6 +177,105 @@ def ordinal_accuracy(
     return float((correct & use).sum()) / total
 
 
+@torch.no_grad()
+def aligned_depth(pred_disp: Tensor, gt_depth: Tensor, mask: Tensor | None = None) -> Tensor:
+    """The depth a relative prediction stands for: `align_disparity` to GT on valid pixels, clamped to the
+    image's valid GT depth range [min, max] (as `eval_depth` does by default), inverted. Notebook 07
+    (error maps, point clouds, edges).
+
+    pred_disp, gt_depth (metres): (B, H, W) or (H, W); mask: bool or None. Returns float64 depth in metres
+    of the same shape, 0 where the GT is invalid (its pixels play no part in the fit).
+    """
+    pred = pred_disp.detach().to(torch.float64)
+    gt = gt_depth.detach().to(torch.float64).to(pred.device)
+    valid = valid_depth_mask(gt, None if mask is None else mask.to(pred.device)) & torch.isfinite(pred)
+    squeeze = pred.dim() == 2
+    if squeeze:
+        pred, gt, valid = pred[None], gt[None], valid[None]
+    lo, hi = masked_min_max(gt, valid)
+    ok = torch.isfinite(lo) & torch.isfinite(hi)
+    lo, hi = torch.where(ok, lo, torch.ones_like(lo)), torch.where(ok, hi, torch.ones_like(hi))
+    aligned = align_disparity(torch.where(valid, pred, torch.zeros_like(pred)), gt, valid)
+    depth = torch.where(valid, 1.0 / torch.maximum(torch.minimum(aligned, 1.0 / lo), 1.0 / hi), torch.zeros_like(gt))
+    return depth[0] if squeeze else depth
+
+
+def _pair_signs(depth: Tensor, valid: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor]:
+    """Depth discontinuities between right and lower neighbours, per threshold.
+
+    Returns (sign_x, sign_y) of shapes (T, B, H, W-1) and (T, B, H-1, W): +1 where the second pixel is
+    farther than the first by more than the ratio, -1 where it is nearer, 0 otherwise or where a pixel is invalid.
+    """
+    signs = []
+    for a, b, m in ((depth[..., :, :-1], depth[..., :, 1:], valid[..., :, :-1] & valid[..., :, 1:]),
+                    (depth[..., :-1, :], depth[..., 1:, :], valid[..., :-1, :] & valid[..., 1:, :])):
+        thr = thresholds.view(-1, *([1] * a.dim()))
+        far = (b > thr * a) & m  # d(j) / d(i) > threshold
+        near = (a > thr * b) & m
+        signs.append(far.to(torch.int8) - near.to(torch.int8))
+    return signs[0], signs[1]
+
+
+@torch.no_grad()
+def edge_precision_recall(
+    pred_disp: Tensor,
+    gt_depth: Tensor,
+    mask: Tensor | None = None,
+    *,
+    thresholds: tuple[float, ...] = (1.05, 1.10, 1.25),
+) -> dict[str, float]:
+    """Depth-discontinuity (occlusion edge) precision, recall and F1. Notebook 07.
+
+    In the spirit of Depth Pro's scale-invariant boundary metric (arXiv 2410.02073): two horizontally or
+    vertically neighbouring valid pixels i, j form an edge at threshold r when d_j / d_i > r (or < 1/r); the
+    edge also has a direction, which of the two is nearer. GT edges come from `gt_depth`; predicted edges
+    from the prediction aligned to GT disparity by least squares (`align_disparity`, as in `eval_depth`,
+    clamped to the image's GT depth range) and inverted to depth, so the metric is invariant to the scale
+    and shift of `pred_disp`. A predicted edge is correct when GT has an edge of the same direction on the
+    same pixel pair (no spatial tolerance). Per image and threshold:
+        precision = TP / #predicted edges,  recall = TP / #GT edges,  F1 = 2 TP / (#predicted + #GT)
+    averaged over thresholds and images, where (image, threshold) entries with no predicted edge are left
+    out of precision and entries with no GT edge are left out of recall and F1 (an image that misses every GT
+    edge scores F1 = 0). A value with no entry at all is NaN.
+
+    pred_disp: (B, H, W) relative disparity; gt_depth: (B, H, W) metres (0/NaN/inf invalid); mask: (B, H, W)
+    bool or None. Returns {"precision", "recall", "f1", "n_images"} (n_images: images with a GT edge).
+    """
+    if pred_disp.dim() == 2:
+        pred_disp, gt_depth = pred_disp[None], gt_depth[None]
+        mask = None if mask is None else mask[None]
+    if pred_disp.dim() != 3 or pred_disp.shape != gt_depth.shape:
+        raise ValueError(f"edge_precision_recall: pred_disp {tuple(pred_disp.shape)} and gt_depth "
+                         f"{tuple(gt_depth.shape)} must both be (B, H, W)")
+    if mask is not None and mask.shape != gt_depth.shape:
+        raise ValueError(f"edge_precision_recall: mask {tuple(mask.shape)} must have the shape of gt_depth "
+                         f"{tuple(gt_depth.shape)}")
+    if not thresholds or min(thresholds) <= 1:
+        raise ValueError(f"edge_precision_recall: thresholds must be depth ratios > 1, got {thresholds}")
+    pred = pred_disp.detach().to(torch.float64)
+    gt = gt_depth.detach().to(torch.float64).to(pred.device)
+    valid = valid_depth_mask(gt, None if mask is None else mask.to(pred.device)) & torch.isfinite(pred)
+    p = aligned_depth(pred, gt, valid)
+    thr = torch.tensor(thresholds, dtype=torch.float64, device=pred.device)
+    gx, gy = _pair_signs(gt, valid, thr)
+    px, py = _pair_signs(p, valid, thr)
+    n_gt = (gx != 0).sum(dim=(2, 3)) + (gy != 0).sum(dim=(2, 3))  # (T, B)
+    n_pred = (px != 0).sum(dim=(2, 3)) + (py != 0).sum(dim=(2, 3))
+    tp = ((px == gx) & (gx != 0)).sum(dim=(2, 3)) + ((py == gy) & (gy != 0)).sum(dim=(2, 3))
+    n_gt, n_pred, tp = n_gt.to(torch.float64), n_pred.to(torch.float64), tp.to(torch.float64)
+
+    def mean_where(x: Tensor, use: Tensor) -> float:
+        return float(x[use].mean()) if bool(use.any()) else float("nan")
+
+    has_gt, has_pred = n_gt > 0, n_pred > 0
+    return {
+        "precision": mean_where(tp / n_pred.clamp_min(1), has_pred),
+        "recall": mean_where(tp / n_gt.clamp_min(1), has_gt),
+        "f1": mean_where(2 * tp / (n_pred + n_gt).clamp_min(1), has_gt),
+        "n_images": int(has_gt.any(dim=0).sum()),
+    }
+
+
 def summarize(metrics: dict[str, float], digits: int = 4) -> dict[str, float]:
     """Round a metrics dict for reports; NaN stays NaN."""
     return {k: (round(v, digits) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}

@@ -124,3 +124,53 @@ def plot_residual_scales(residual, mask, scales: int = 4, size: float = 2.8, tit
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def backproject(depth, fx: float, fy: float | None = None, cx: float | None = None, cy: float | None = None,
+                mask=None) -> np.ndarray:
+    """Pinhole back-projection of planar depth to camera-frame points. Notebook 07 (point clouds).
+
+    depth: (..., H, W) metres along the optical axis; fx, fy: focal lengths in pixels (fy defaults to fx);
+    cx, cy: principal point in pixels (defaults: the image centre). Pixel (u, v) has its centre at
+    (u + 1/2, v + 1/2), as in `dalib.synth` (whose `meta` column stores fx, fy, cx, cy). Returns (..., H, W, 3)
+    float32 points X = (u + 1/2 - cx) z / fx (right), Y = (v + 1/2 - cy) z / fy (down), Z = z (forward);
+    NaN where the depth is invalid (not finite, <= 0, or False in `mask`).
+    """
+    z = to_numpy(depth).astype(np.float32)
+    H, W = z.shape[-2:]
+    fy = fx if fy is None else fy
+    cx = W / 2 if cx is None else cx
+    cy = H / 2 if cy is None else cy
+    valid = np.isfinite(z) & (z > 0)
+    if mask is not None:
+        valid &= to_numpy(mask).astype(bool)
+    z = np.where(valid, z, np.nan)
+    u = (np.arange(W, dtype=np.float32) + 0.5 - cx) / fx
+    v = (np.arange(H, dtype=np.float32) + 0.5 - cy) / fy
+    return np.stack([z * u[None, :], z * v[:, None], z], axis=-1)
+
+
+def plot_point_cloud(points, colors=None, *, ax=None, max_points: int = 6000, size: float = 2.0,
+                     title: str | None = None, elev: float = 20.0, azim: float = -70.0):
+    """3-D scatter of (H, W, 3) or (N, 3) camera-frame points (NaN rows skipped), coloured by (.., 3) uint8
+    colours when given. Drawn with Z (depth) into the screen and -Y up, so the scene stands upright;
+    a regular subsample keeps at most `max_points`. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    p = to_numpy(points).reshape(-1, 3)
+    keep = np.isfinite(p).all(axis=1)
+    c = None if colors is None else (to_numpy(colors).reshape(-1, 3)[keep] / 255.0)
+    p = p[keep]
+    step = max(1, int(np.ceil(len(p) / max_points)))
+    p = p[::step]
+    c = None if c is None else c[::step]
+    if ax is None:
+        fig = plt.figure(figsize=(5, 4))
+        ax = fig.add_subplot(projection="3d")
+    fig = ax.figure
+    ax.scatter(p[:, 0], p[:, 2], -p[:, 1], c=c, s=size, depthshade=False, linewidths=0)
+    ax.set(xlabel="X (m)", ylabel="Z, depth (m)", zlabel="-Y (m)")
+    ax.view_init(elev=elev, azim=azim)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig

@@ -3,7 +3,9 @@ import datasets
 import numpy as np
 import pytest
 
-from dalib.evaluate import dataset_arrays, evaluate, evaluate_model, metrics_table
+from dalib.evaluate import (MIDDLEBURY_SAMPLES, claim_lower, constant_predictor, dataset_arrays, evaluate,
+                            evaluate_constant, evaluate_middlebury, evaluate_model, mean_disparity_baseline,
+                            metrics_table, middlebury_samples, predict, results_table)
 from dalib.synth import MATERIALS, generate
 
 
@@ -56,3 +58,89 @@ def test_evaluate_model_and_table(scenes):
     assert 0 <= rep["all"]["delta1"] <= 1 and np.isfinite(rep["all"]["abs_rel"])
     table = metrics_table({"random vitt": rep})
     assert table.splitlines()[0].startswith("| model | abs_rel (all)") and "random vitt" in table
+
+
+def test_evaluate_edges_option(scenes):
+    out, _ = scenes
+    depth, mask = out["depth"], out["mask"]
+    exact = np.where(mask, 1.0 / np.where(mask, depth, 1.0), 0.0)
+    rep = evaluate(exact, depth, mask, edges=True)
+    assert rep["edges"]["f1"] == pytest.approx(1.0) and rep["edges"]["recall"] == pytest.approx(1.0)
+    assert "edges" not in evaluate(exact, depth, mask)
+    flat = evaluate(np.ones_like(exact), depth, mask, edges=True)
+    assert flat["edges"]["recall"] == 0.0
+
+
+def test_mean_disparity_baseline_by_hand():
+    depth = np.array([[[1.0, 2.0], [4.0, 0.0]], [[2.0, 2.0], [1.0, 4.0]]], np.float32)
+    # disparities [[1, .5], [.25, -]] -> normalised [[1, 1/3], [0, 0]]; [[.5, .5], [1, .25]] -> [[1/3, 1/3], [1, 0]]
+    base = mean_disparity_baseline(depth, depth > 0)
+    np.testing.assert_allclose(base, [[2 / 3, 1 / 3], [0.5, 0.0]], atol=1e-6)
+    big = mean_disparity_baseline(depth, None, size=(4, 6))
+    assert big.shape == (4, 6) and big.dtype == np.float32
+    assert big[0, 0] == pytest.approx(2 / 3) and big[-1, -1] == pytest.approx(0.0)  # corners kept (align_corners)
+    assert mean_disparity_baseline(depth, None, size=5).shape == (5, 5)
+    with pytest.raises(ValueError, match="N, H, W"):
+        mean_disparity_baseline(depth[0])
+
+
+def test_constant_predictor_is_scored_like_a_model(scenes):
+    out, ds = scenes
+    base = mean_disparity_baseline(out["depth"], out["mask"], size=32)
+    fn = constant_predictor(base)
+    preds = predict(fn, out["image"])
+    assert preds.shape == (4, 56, 70) and (preds == preds[0]).all()
+    rep, preds2 = evaluate_constant(base, ds, ordinal_pairs=100, edges=True)
+    np.testing.assert_array_equal(preds, preds2)
+    direct = evaluate(preds, out["depth"], out["mask"], out["material"], ordinal_pairs=100, edges=True)
+    assert rep["all"] == pytest.approx(direct["all"]) and rep["ordinal_accuracy"] == direct["ordinal_accuracy"]
+    # the exact disparity of the first scene, used as a fixed prediction for all: perfect there only
+    exact0 = np.where(out["mask"][0], 1 / np.where(out["mask"][0], out["depth"][0], 1), 0)
+    per, _ = evaluate_constant(exact0, ds.select([0]))
+    assert per["all"]["abs_rel"] < 1e-5
+    with pytest.raises(ValueError, match="returned shape"):
+        predict(lambda x: np.zeros((1, 2, 2)), out["image"])
+
+
+def test_middlebury_samples_and_evaluation():
+    samples = middlebury_samples()
+    assert [s["name"] for s in samples] == list(MIDDLEBURY_SAMPLES)
+    full = samples[0]
+    H, W = full["depth"].shape
+    assert full["image"].shape == (H, W, 3) and full["box"] == (0, 0, H, W)
+    for s in samples[1:]:
+        t, l, h, w = s["box"]
+        assert (h, w) == (round(0.6 * H), round(0.6 * W)) and s["image"].shape == (h, w, 3)
+        np.testing.assert_array_equal(s["depth"], full["depth"][t:t + h, l:l + w])
+    assert samples[4]["box"][:2] == (H - round(0.6 * H), W - round(0.6 * W))  # bottom_right
+    # exact GT disparity as the "prediction" of each sample: perfect scores
+    lookup = {s["image"].tobytes(): np.where(s["mask"], 1 / np.where(s["mask"], s["depth"], 1), 0) for s in samples}
+    rep, preds = evaluate_middlebury(lambda ims: np.stack([lookup[im.tobytes()] for im in ims]))
+    assert rep["n_images"] == 6 and rep["samples"] == list(MIDDLEBURY_SAMPLES)
+    assert rep["all"]["abs_rel"] < 1e-5 and rep["all"]["delta1"] == 1.0
+    assert preds["centre"].shape == samples[5]["depth"].shape
+    # a constant ramp: the mean of the six per-sample scores, each worse than perfect
+    ramp, _ = evaluate_middlebury(constant_predictor(np.linspace(1, 0, 16)[:, None].repeat(16, 1)))
+    vals = [v["abs_rel"] for v in ramp["per_sample"].values()]
+    assert ramp["all"]["abs_rel"] == pytest.approx(np.mean(vals)) and min(vals) > 0.01
+    with pytest.raises(ValueError, match="crop"):
+        middlebury_samples(crop=1.5)
+
+
+def test_middlebury_with_a_model():
+    from dalib.model import DepthAnything
+
+    rep, preds = evaluate_middlebury(DepthAnything("vitt").eval(), input_size=28)
+    assert np.isfinite(rep["all"]["abs_rel"]) and preds["full"].shape == (500, 741)
+
+
+def test_claim_lower_and_results_table():
+    assert claim_lower(0.10, 0.12)["held"] is True
+    assert claim_lower(0.12, 0.10)["held"] is False
+    eq = claim_lower(0.100, 0.104)
+    assert eq["held"] is False and eq["margin"] == pytest.approx(0.004)
+    assert claim_lower(None, 0.1)["held"] is None
+    rows = {"a": {"clean": {"abs_rel": 0.1234}, "images_seen": 96}, "b": {"clean": {"abs_rel": None}}}
+    table = results_table(rows, [("AbsRel clean", "clean.abs_rel"), ("images", "images_seen", "{:d}")])
+    lines = table.splitlines()
+    assert lines[0] == "| model | AbsRel clean | images |" and lines[2] == "| a | 0.123 | 96 |" and lines[3] == "| b | - | - |"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from dalib.metrics import METRIC_KEYS, eval_depth, ordinal_accuracy, per_image_depth_metrics
+from dalib.metrics import METRIC_KEYS, edge_precision_recall, eval_depth, ordinal_accuracy, per_image_depth_metrics
 
 
 def numpy_metrics(pred_disp, gt, valid):
@@ -113,3 +113,82 @@ def test_region_metrics_align_on_the_whole_image():
     assert first_only == pytest.approx(eval_depth(pred_bad[:1], gt[:1], region=region[:1]))
     with pytest.raises(ValueError):
         eval_depth(pred_bad, gt, region=torch.zeros_like(region))
+
+
+def steps_scene(B=2, H=24, W=30):
+    """Piecewise-constant depth: a far wall with two nearer boxes (sharp depth edges), some invalid pixels."""
+    gt = torch.full((B, H, W), 8.0, dtype=torch.float64)
+    gt[:, 4:12, 5:14] = 3.0
+    gt[:, 14:22, 16:27] = 5.0
+    gt[-1, 2:20, 2:6] = 1.5
+    gt[:, 0, :] = 0  # invalid row (sky)
+    return gt
+
+
+def test_edges_perfect_and_affine_invariant():
+    gt = steps_scene()
+    disp = 1 / gt.clamp_min(1e-6)
+    for pred in (disp, 3.0 * disp + 0.2, 1e-3 * disp - 5.0):
+        r = edge_precision_recall(pred, gt)
+        assert r["precision"] == pytest.approx(1.0) and r["recall"] == pytest.approx(1.0) and r["f1"] == pytest.approx(1.0)
+    assert r["n_images"] == 2
+
+
+def test_edges_constant_and_flipped_predictions():
+    gt = steps_scene()
+    r = edge_precision_recall(torch.ones_like(gt), gt)
+    assert r["recall"] == 0.0 and r["f1"] == 0.0 and math.isnan(r["precision"])  # no predicted edge at all
+    # depth instead of disparity: the alignment flips the sign, the edges are still found...
+    flipped = edge_precision_recall(gt, gt)
+    assert flipped["recall"] < 1.0  # ...but not all of them with the right depth ratio and direction
+
+
+def test_edges_blur_loses_precision_or_recall():
+    gt = steps_scene()
+    disp = (1 / gt.clamp_min(1e-6)).float()
+    blurred = torch.nn.functional.avg_pool2d(disp[:, None], 5, stride=1, padding=2, count_include_pad=False)[:, 0]
+    r = edge_precision_recall(blurred, gt, gt > 0)
+    assert r["precision"] < 0.9 or r["recall"] < 0.9
+    assert r["f1"] < 0.9
+
+
+def test_edges_counts_by_hand_and_thresholds():
+    gt = torch.tensor([[[1.0, 1.0, 2.0]]], dtype=torch.float64)  # one edge, between pixels 1 and 2
+    r = edge_precision_recall(1 / gt, gt, thresholds=(1.5,))
+    assert (r["precision"], r["recall"], r["f1"]) == (1.0, 1.0, 1.0)
+    # a threshold above the ratio 2: no GT edge in any image -> recall and F1 undefined
+    r = edge_precision_recall(1 / gt, gt, thresholds=(2.5,))
+    assert math.isnan(r["recall"]) and math.isnan(r["f1"]) and r["n_images"] == 0
+    with pytest.raises(ValueError, match="ratios > 1"):
+        edge_precision_recall(1 / gt, gt, thresholds=(0.9,))
+
+
+def test_edges_mask_excludes_pairs():
+    gt = steps_scene(B=1)
+    m = torch.ones_like(gt, dtype=torch.bool)
+    m[:, :, 10:] = False  # right part unlabelled: its edges neither count nor hurt
+    noisy = 1 / gt.clamp_min(1e-6)
+    noisy[:, :, 10:] = torch.rand(noisy[:, :, 10:].shape, dtype=torch.float64)
+    r = edge_precision_recall(noisy, gt, m)
+    assert r["precision"] == pytest.approx(1.0) and r["recall"] == pytest.approx(1.0)
+
+
+def test_edges_shape_errors_are_named():
+    gt = steps_scene()
+    with pytest.raises(ValueError, match="pred_disp .* gt_depth"):
+        edge_precision_recall(gt[:, :, :-1], gt)
+    with pytest.raises(ValueError, match="mask"):
+        edge_precision_recall(gt, gt, torch.ones(2, 3, 3, dtype=torch.bool))
+    single = edge_precision_recall(1 / gt[0].clamp_min(1e-6), gt[0])  # (H, W) works as a batch of one
+    assert single["f1"] == pytest.approx(1.0)
+
+
+def test_aligned_depth_inverts_the_alignment_and_clamps():
+    from dalib.metrics import aligned_depth
+
+    gt = steps_scene()
+    d = aligned_depth(2.0 / gt.clamp_min(1e-6) + 1.0, gt)
+    valid = gt > 0
+    assert torch.allclose(d[valid], gt[valid]) and (d[~valid] == 0).all()
+    far = aligned_depth(torch.tensor([[4.0, 1.0, 0.0, -50.0]]), torch.tensor([[1.0, 2.0, 4.0, 100.0]]))
+    assert far.shape == (1, 4) and float(far.min()) >= 1.0 and float(far.max()) <= 100.0
