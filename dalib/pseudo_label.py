@@ -8,6 +8,7 @@ column, batched, on any device, resumably and split across processes:
     python -m dalib.pseudo_label ... --shard 1/4              # worker 1 of 4 (any machine, same DIR)
     torchrun --nproc-per-node 4 -m dalib.pseudo_label ...     # shard RANK/WORLD_SIZE, one GPU each
     >>> ds = load_pseudo_labels(DIR)                          # all shards of all workers, source order
+    >>> pool = load_pseudo_pool([DIR, DIR2])                  # image + disparity of several folders (student)
 
 Labels: the teacher's raw relative disparity (>= 0) at each image's own resolution, as the official
 `infer_image` computes it (aspect-keeping resize to a multiple of 14 with shorter side >= input_size,
@@ -554,6 +555,59 @@ def load_pseudo_labels(out_dir, *, verify: bool = False):
                                 f"(rows {rows}) are missing or damaged; run dalib.pseudo_label again with the same "
                                 f"arguments (each --shard i/n rebuilds its own shards k with k % n == i)")
     parts = [datasets.load_from_disk(str(out / _shard_name(k))) for k, _, _ in grid]
+    return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def load_pseudo_pool(dirs, *, exclude_paths: Sequence[str] = ()):
+    """Several pseudo-label folders -> ONE datasets.Dataset with exactly the columns `image`, `disparity`.
+
+    This is the student's unlabelled pool (notebooks 05_pseudo_labelling and 06_student_training):
+    `TrainConfig(datasets=[load_pseudo_pool(dirs)], targets=["disparity"])`.
+
+    dirs: one folder or a list of folders written by `pseudo_label` (each read with
+    `load_pseudo_labels`, in the given order, rows in source order). Every folder must be complete and
+    hold an `image` column (datasets.Image) and a `disparity` column (float32 H x W, the teacher's raw
+    relative disparity); all other columns (source_row, kept source columns) are dropped, and the
+    features are cast to one schema (`image`: Image, `disparity`: float32 nested lists), so folders
+    that kept different columns or hold images of different sizes concatenate. Rows keep their own
+    (H, W); `.with_format("numpy")` gives (H, W) arrays.
+    exclude_paths: rows whose `path` column (kept by default from e.g. skimage-photos) equals one of
+    these or ends with it as a file name (e.g. "motorcycle_left.png") are left out; folders without a
+    `path` column are kept whole.
+    ValueError naming the folder when it lacks `image` or `disparity`; FileNotFoundError (from
+    `load_pseudo_labels`) when a folder is not a complete pseudo-label folder.
+    """
+    import datasets
+
+    if isinstance(dirs, (str, os.PathLike)):
+        dirs = [dirs]
+    dirs = list(dirs)
+    if not dirs:
+        raise ValueError("load_pseudo_pool: no folders given")
+    if isinstance(exclude_paths, (str, os.PathLike)):
+        exclude_paths = [exclude_paths]
+    excluded = {str(p) for p in exclude_paths}
+    features = datasets.Features({"image": datasets.Image(), **list_features(["disparity"])})
+    parts = []
+    for d in dirs:
+        ds = load_pseudo_labels(d)
+        missing = [c for c in features if c not in ds.column_names]
+        if missing:
+            raise ValueError(f"{d}: pseudo-label folder has no column(s) {missing} (columns: {ds.column_names}); "
+                             f"the pool needs 'image' and 'disparity' (write it with dalib.pseudo_label.pseudo_label)")
+        if not isinstance(ds.features["image"], datasets.Image):
+            raise ValueError(f"{d}: column 'image' must be a datasets.Image feature, got {ds.features['image']!r}")
+        if excluded and "path" in ds.column_names:
+            keep = [i for i, p in enumerate(ds["path"])
+                    if p is None or (str(p) not in excluded and Path(str(p)).name not in excluded)]
+            if len(keep) < len(ds):
+                ds = ds.select(keep)
+        ds = ds.select_columns(list(features))
+        try:  # only when needed: a cast rewrites the data (in memory here, never next to the shards)
+            ds = ds if ds.features == features else ds.cast(features, keep_in_memory=True)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{d}: cannot cast columns to image (Image) and disparity (float32 H x W): {e}") from e
+        parts.append(ds)
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 

@@ -2,6 +2,7 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -256,3 +257,66 @@ def test_exif_rotated_jpeg_labelled_as_datasets_decodes_it(teacher, tmp_path):
     row = PL.load_pseudo_labels(tmp_path / "pl").with_format("numpy")[0]
     assert row["image"].shape[:2] == row["disparity"].shape == (30, 20)
     np.testing.assert_allclose(row["disparity"], teacher.infer_batch([src[0]["image"]], INPUT)[0], rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------
+# load_pseudo_pool: several folders -> one (image, disparity) dataset for the student
+# ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_folders(teacher, photos, clean, tmp_path_factory):
+    """The 7-photo folder (kept `index`) and a second folder of 3 other-sized images with a `path` column,
+    labelled with keep_columns=["path"] (different kept columns, different image sizes)."""
+    rng = np.random.default_rng(5)
+    imgs = [png(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in [(40, 60), (60, 40), (42, 42)]]
+    other = datasets.Dataset.from_dict(
+        {"image": imgs, "path": ["data/a.png", "data/motorcycle_left.png", "data/c.png"]},
+        features=datasets.Features({"image": datasets.Image(), "path": datasets.Value("string")}))
+    out = tmp_path_factory.mktemp("other") / "pl"
+    run(teacher, other, out, keep_columns=["path"])
+    return clean[0], out
+
+
+def test_load_pseudo_pool_concatenates_folders(two_folders):
+    a, b = two_folders
+    pool = PL.load_pseudo_pool([a, b])
+    assert pool.column_names == ["image", "disparity"] and len(pool) == 10
+    assert isinstance(pool.features["image"], datasets.Image)
+    assert pool.features["disparity"] == datasets.List(datasets.List(datasets.Value("float32")))
+    per_folder = [PL.load_pseudo_labels(d).with_format("numpy") for d in (a, b)]
+    ref_disp = [np.asarray(d) for ds in per_folder for d in ds["disparity"]]
+    ref_img = [PL.load_pseudo_labels(d)[i]["image"] for d in (a, b) for i in range(len(PL.load_pseudo_labels(d)))]
+    got = pool.with_format("numpy")
+    for i in range(10):
+        d = np.asarray(got[i]["disparity"])
+        assert d.dtype == np.float32 and d.shape == ref_disp[i].shape == got[i]["image"].shape[:2]
+        np.testing.assert_array_equal(d, ref_disp[i])
+        assert pool[i]["image"].tobytes() == ref_img[i].tobytes()
+    assert {d.shape for d in ref_disp[7:]} == {(40, 60), (60, 40), (42, 42)}  # sizes differ between folders
+    for d in (a, b):  # reading the pool leaves the shards intact (no cache files written next to them)
+        assert PL.status(d)["missing"] == []
+        PL.load_pseudo_labels(d, verify=True)
+    single = PL.load_pseudo_pool(b)  # one folder, as a plain path
+    assert single.column_names == ["image", "disparity"] and len(single) == 3
+
+
+def test_load_pseudo_pool_exclude_paths(two_folders):
+    a, b = two_folders
+    pool = PL.load_pseudo_pool([a, b], exclude_paths=["motorcycle_left.png"])
+    assert len(pool) == 9
+    ref = PL.load_pseudo_labels(b).with_format("numpy")
+    np.testing.assert_array_equal(np.asarray(pool.with_format("numpy")[7]["disparity"]), ref[0]["disparity"])
+    np.testing.assert_array_equal(np.asarray(pool.with_format("numpy")[8]["disparity"]), ref[2]["disparity"])
+    assert len(PL.load_pseudo_pool([b], exclude_paths=["data/c.png", "data/a.png"])) == 1
+
+
+def test_load_pseudo_pool_errors(two_folders, tmp_path, monkeypatch):
+    a, b = two_folders
+    with pytest.raises(ValueError, match="no folders"):
+        PL.load_pseudo_pool([])
+    with pytest.raises(FileNotFoundError, match="index.json"):
+        PL.load_pseudo_pool([a, tmp_path / "nothing"])
+    real = PL.load_pseudo_labels
+    monkeypatch.setattr(PL, "load_pseudo_labels",
+                        lambda d, **kw: real(d, **kw).remove_columns(["disparity"]) if str(d) == str(b) else real(d, **kw))
+    with pytest.raises(ValueError, match=re.escape(str(b)) + r".*no column.*'disparity'"):
+        PL.load_pseudo_pool([a, b])
