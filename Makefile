@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 
 # one BLAS/OpenMP thread per test worker: JOBS workers already fill the cores
 test: setup
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup tests notebooks --nbval-lax
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -n $(JOBS) --dist loadfile tests notebooks --nbval-lax
 
 pipeline: setup
 	$(BIN)/python -m dalib.pipeline --profile $(PROFILE) --run-dir $(RUN_DIR)

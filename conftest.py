@@ -1,8 +1,8 @@
 """Test-session set-up shared by `tests/` and the notebooks run by nbval (`make test`).
 
 - Notebooks 04-07 hand artifacts to each other through one run folder (teachers -> pseudo-labels ->
-  students -> evaluation), so under pytest-xdist they form one group that a single worker runs in
-  order (`--dist loadgroup`); every other test file is its own group, as with `--dist loadfile`.
+  students -> evaluation), so under pytest-xdist they form one unit that a single worker runs in order;
+  every other test file is its own unit, as with `--dist loadfile`.
 - The notebooks' default run folder ($DALIB_RUN_DIR) is a fresh temporary folder per test session (removed
   at the end), so a test run never reuses the teachers or students of an earlier one.
 """
@@ -30,9 +30,14 @@ def pytest_unconfigure(config):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        path = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group("notebook-chain" if CHAIN.search(path) else path))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist: whole files per worker (as `--dist loadfile`), and notebooks 04-07 as one unit."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class NotebookChainScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "notebook-chain" if CHAIN.search(path) else path
+
+    return NotebookChainScheduling(config, log)
