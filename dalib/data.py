@@ -1060,6 +1060,26 @@ def load(name: str, split: str, *, root=None, n: int | None = None, height: int 
 # 6. Command line: python -m dalib data {list,validate,build}
 # ----------------------------------------------------------------------------------------------------
 
+def dataset_on_disk(ds, folder) -> str:
+    """A dataset as something another process can open: names and folders are returned as they are, an
+    in-memory `datasets.Dataset` is saved to `folder` (atomically; reused while its fingerprint is the
+    same). What `dalib.train.launch` and `dalib.pseudo_label.launch_pseudo_label` pass to torchrun."""
+    if isinstance(ds, (str, os.PathLike)):
+        return str(ds)
+    folder = Path(folder)
+    stamp = folder / ".fingerprint"
+    fp = getattr(ds, "_fingerprint", None)
+    if not (fp and stamp.is_file() and stamp.read_text() == fp):
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        ds.save_to_disk(str(tmp))
+        if fp:
+            (tmp / ".fingerprint").write_text(fp)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    return str(folder)
+
+
 def open_dataset(spec, split: str | None = None, *, root=None, n: int | None = None, with_heldout: bool = False,
                  what: str = "dataset"):
     """Any way of naming a dataset -> `datasets.Dataset`: a Dataset (as is), a DatasetDict or a

@@ -518,6 +518,50 @@ def _fmt_runs(runs) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
+def launch_pseudo_label(teacher, source, out_dir, *, nproc: int = 1, input_size: int = 518, batch_size: int = 16,
+                        overwrite: bool = False, progress: bool = True, **kw) -> dict:
+    """`pseudo_label` in this process (nproc <= 1), or sharded over `nproc` processes under torchrun (shard
+    RANK/WORLD_SIZE each, one GPU each). Notebook 05 (`gpus` parameter).
+
+    For torchrun the teacher must be a path (checkpoint folder or weights file) and an in-memory source is
+    saved next to out_dir (`<out_dir>.source/`) first. Returns pseudo_label's summary; with torchrun,
+    "seconds" is the wall time of the whole launch and "images" the rows labelled by it.
+    """
+    if nproc <= 1:
+        return pseudo_label(teacher, source, out_dir, input_size=input_size, batch_size=batch_size,
+                            overwrite=overwrite, progress=progress, **kw)
+    import subprocess
+
+    from dalib.data import dataset_on_disk
+
+    if not isinstance(teacher, (str, os.PathLike)):
+        raise ValueError("launch_pseudo_label with nproc > 1 needs the teacher as a path (checkpoint folder or "
+                         "weights file), so that every process can load it")
+    unknown = sorted(set(kw) - {"split", "n", "root", "shard_size"})
+    if unknown:
+        raise ValueError(f"launch_pseudo_label with nproc > 1 does not pass {unknown} to the processes")
+    out = Path(out_dir)
+    src = dataset_on_disk(source, out.with_name(out.name + ".source"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "dalib.pseudo_label", "--teacher", str(teacher), "--source", src, "--out", str(out),
+           "--input-size", str(input_size), "--batch-size", str(batch_size), "--quiet"]
+    for k in ("split", "n", "root", "shard_size"):
+        if kw.get(k) is not None:
+            cmd += [f"--{k.replace('_', '-')}", str(kw[k])]
+    if overwrite:
+        cmd.append("--overwrite")
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    st = status(out)
+    # every rank prints "shard i/n: labelled X images (Y already done) ..." (see `main`)
+    images = sum(int(m) for m in re.findall(r"^shard \d+/\d+: labelled (\d+) images", proc.stdout, re.M))
+    return {"images": images, "skipped": st["rows"] - images, "shards": st["shards"], "seconds": seconds,
+            "images_per_s": images / seconds if seconds > 0 else 0.0, "out_dir": str(out), "complete": not st["missing"]}
+
+
 def status(out_dir) -> dict:
     """{"rows", "shards", "complete": [k...], "missing": [k...]} of a pseudo-label folder (size checks)."""
     out = Path(out_dir)

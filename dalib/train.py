@@ -552,24 +552,6 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
             dist.destroy_process_group()
 
 
-def _dataset_on_disk(ds: Any, folder: Path) -> str:
-    """A TrainConfig.datasets entry as something a fresh process can open: names and folders as they are,
-    an in-memory `datasets.Dataset` saved to `folder` (reused while its fingerprint is unchanged)."""
-    if isinstance(ds, (str, os.PathLike)):
-        return str(ds)
-    stamp = folder / ".fingerprint"
-    fp = getattr(ds, "_fingerprint", None)
-    if not (fp and stamp.is_file() and stamp.read_text() == fp):
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        ds.save_to_disk(str(tmp))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-        if fp:
-            stamp.write_text(fp)
-    return str(folder)
-
-
 def launch(cfg: TrainConfig, nproc: int = 1, hooks: TrainHooks | None = None) -> dict:
     """`train(cfg, hooks)` in this process (nproc <= 1), or DDP in `nproc` processes under torchrun (one
     GPU each; gloo on CPUs). Same return value. Notebooks 04 and 06 (`gpus` parameter).
@@ -587,7 +569,9 @@ def launch(cfg: TrainConfig, nproc: int = 1, hooks: TrainHooks | None = None) ->
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = cfg.to_dict()
-    spec["datasets"] = [_dataset_on_disk(d, out / "inputs" / f"source{i}") for i, d in enumerate(cfg.datasets)]
+    from dalib.data import dataset_on_disk
+
+    spec["datasets"] = [dataset_on_disk(d, out / "inputs" / f"source{i}") for i, d in enumerate(cfg.datasets)]
     module = "dalib.train"
     if hooks is not None and type(hooks) is not TrainHooks:
         if not hasattr(hooks, "to_spec"):

@@ -320,3 +320,36 @@ def test_load_pseudo_pool_errors(two_folders, tmp_path, monkeypatch):
                         lambda d, **kw: real(d, **kw).remove_columns(["disparity"]) if str(d) == str(b) else real(d, **kw))
     with pytest.raises(ValueError, match=re.escape(str(b)) + r".*no column.*'disparity'"):
         PL.load_pseudo_pool([a, b])
+
+
+@pytest.mark.slow
+def test_launch_pseudo_label_under_torchrun_matches_one_process(tmp_path, monkeypatch):
+    """nproc=2: an in-memory source is saved, two gloo-free CPU processes label their shards, and the labels
+    equal those of one in-process run."""
+    import datasets as hf
+    import numpy as np
+    import torch
+
+    from dalib.model import DepthAnything
+    from dalib.pseudo_label import launch_pseudo_label, load_pseudo_labels
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.manual_seed(0)
+    model = DepthAnything("vitt").eval()
+    model.save_pretrained(tmp_path / "teacher")
+    rng = np.random.default_rng(0)
+    src = hf.Dataset.from_dict({"image": [rng.integers(0, 255, (30, 44, 3), dtype=np.uint8) for _ in range(6)]},
+                               features=hf.Features({"image": hf.Image()}))
+    one = launch_pseudo_label(model, src, tmp_path / "one", input_size=28, batch_size=2, shard_size=2, progress=False)
+    two = launch_pseudo_label(tmp_path / "teacher", src, tmp_path / "two", nproc=2, input_size=28, batch_size=2,
+                              shard_size=2)
+    assert one["images"] == two["images"] == 6 and two["complete"] and two["shards"] == 3
+    a, b = load_pseudo_labels(tmp_path / "one").with_format("numpy"), load_pseudo_labels(tmp_path / "two").with_format("numpy")
+    for x, y in zip(a["disparity"], b["disparity"]):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    again = launch_pseudo_label(tmp_path / "teacher", src, tmp_path / "two", nproc=2, input_size=28, batch_size=2)
+    assert again["images"] == 0 and again["complete"]
+    with pytest.raises(ValueError, match="teacher as a path"):
+        launch_pseudo_label(model, src, tmp_path / "three", nproc=2)
