@@ -221,8 +221,7 @@ def evaluate_middlebury(model, *, input_size: int = 518, crop: float = 0.6, batc
     for i, s in enumerate(samples):
         by_shape.setdefault(s["depth"].shape, []).append(i)
     preds: list = [None] * len(samples)
-    per: dict[str, list] = {k: [] for k in METRIC_KEYS}
-    order = []
+    per: list = [None] * len(samples)  # per sample: {metric: value}
     for idx in by_shape.values():  # samples of one size form one batch (the crops; the full image)
         p = predict(model, np.stack([samples[i]["image"] for i in idx]), input_size=input_size, batch_size=batch_size)
         t = torch.as_tensor(np.stack([samples[i]["depth"] for i in idx]))
@@ -232,16 +231,11 @@ def evaluate_middlebury(model, *, input_size: int = 518, crop: float = 0.6, batc
             raise ValueError("evaluate_middlebury: a sample has fewer than 2 valid GT pixels; use a larger crop")
         for j, i in enumerate(idx):
             preds[i] = p[j]
-        for k in METRIC_KEYS:
-            per[k].append(metrics[k])
-        order += idx
-    per_t = {k: torch.cat(v) for k, v in per.items()}
-    pos = {i: j for j, i in enumerate(order)}
+            per[i] = {k: metrics[k][j] for k in METRIC_KEYS}
     names = [s["name"] for s in samples]
     report = {
-        "all": {k: float(v.mean()) for k, v in per_t.items()},
-        "per_sample": {n: {"abs_rel": float(per_t["abs_rel"][pos[i]]), "delta1": float(per_t["delta1"][pos[i]])}
-                       for i, n in enumerate(names)},
+        "all": {k: float(torch.stack([r[k] for r in per]).mean()) for k in METRIC_KEYS},
+        "per_sample": {n: {"abs_rel": float(r["abs_rel"]), "delta1": float(r["delta1"])} for n, r in zip(names, per)},
         "n_images": len(samples), "samples": names, "crop": crop, "input_size": input_size,
     }
     return report, dict(zip(names, preds))

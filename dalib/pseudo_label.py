@@ -530,9 +530,8 @@ def launch_pseudo_label(teacher, source, out_dir, *, nproc: int = 1, input_size:
     if nproc <= 1:
         return pseudo_label(teacher, source, out_dir, input_size=input_size, batch_size=batch_size,
                             overwrite=overwrite, progress=progress, **kw)
-    import subprocess
-
     from dalib.data import dataset_on_disk
+    from dalib.train import run_torchrun
 
     if not isinstance(teacher, (str, os.PathLike)):
         raise ValueError("launch_pseudo_label with nproc > 1 needs the teacher as a path (checkpoint folder or "
@@ -542,19 +541,16 @@ def launch_pseudo_label(teacher, source, out_dir, *, nproc: int = 1, input_size:
         raise ValueError(f"launch_pseudo_label with nproc > 1 does not pass {unknown} to the processes")
     out = Path(out_dir)
     src = dataset_on_disk(source, out.with_name(out.name + ".source"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "dalib.pseudo_label", "--teacher", str(teacher), "--source", src, "--out", str(out),
-           "--input-size", str(input_size), "--batch-size", str(batch_size), "--quiet"]
+    args = ["--teacher", teacher, "--source", src, "--out", out, "--input-size", input_size,
+            "--batch-size", batch_size, "--quiet"]
     for k in ("split", "n", "root", "shard_size"):
         if kw.get(k) is not None:
-            cmd += [f"--{k.replace('_', '-')}", str(kw[k])]
+            args += [f"--{k.replace('_', '-')}", kw[k]]
     if overwrite:
-        cmd.append("--overwrite")
+        args.append("--overwrite")
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = run_torchrun("dalib.pseudo_label", args, nproc)
     seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     st = status(out)
     # every rank prints "shard i/n: labelled X images (Y already done) ..." (see `main`)
     images = sum(int(m) for m in re.findall(r"^shard \d+/\d+: labelled (\d+) images", proc.stdout, re.M))

@@ -36,9 +36,8 @@ from torch import Tensor, nn
 from torchvision.transforms import v2
 
 from dalib.losses import feature_alignment_loss
-from dalib.model import IMAGENET_MEAN, IMAGENET_STD
 from dalib.train import TrainConfig, TrainHooks, compute_loss
-from dalib.transforms import sample_seed
+from dalib.transforms import denormalize_image, imagenet_stats, sample_seed
 
 
 @dataclass
@@ -89,18 +88,6 @@ def cutmix_boxes(n: int, height: int, width: int, cfg: PerturbConfig, g: torch.G
     return boxes
 
 
-def _denormalize(x: Tensor) -> Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(-1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(-1, 3, 1, 1)
-    return (x * std + mean).clamp(0, 1)
-
-
-def _normalize(x: Tensor) -> Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(-1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(-1, 3, 1, 1)
-    return (x - mean) / std
-
-
 @contextlib.contextmanager
 def _seeded(seed: int, device: torch.device):
     """Global RNGs (torchvision's v2 transforms draw from them) seeded for a block, restored after."""
@@ -117,10 +104,11 @@ def perturb_images(images: Tensor, cfg: PerturbConfig, seed: int) -> Tensor:
     image); the random numbers are a pure function of `seed`. Returns the normalised perturbed batch.
     """
     tf = colour_perturbation(cfg)
-    raw = _denormalize(images.float())
+    raw = denormalize_image(images.float())
     with _seeded(seed, images.device):
         out = torch.stack([tf(im) for im in raw])
-    return _normalize(out).to(images.dtype)
+    mean, std = imagenet_stats(out)
+    return ((out - mean) / std).to(images.dtype)
 
 
 def apply_cutmix(batch: dict, start: int, count: int, boxes: Sequence) -> dict:
@@ -165,8 +153,8 @@ def cutmix_loss_inputs(pred: Tensor, batch: dict, mask: Tensor, shares: Sequence
         a = h * w / (H * W)
         weight[i] = 1.0 - a
         src = next(k for k, e in enumerate(ends) if i < e)
-        extra[src].append((i, p, top, left, h, w, a))
-    mask = mask & ~in_box  # entry i keeps the region outside its box
+        extra[src].append((i, p, a))
+    outside = mask & ~in_box  # entry i keeps the region outside its box
     order, tgt_rows, masks, weights = [], [], [], []
     start = 0
     new_shares = []
@@ -174,14 +162,12 @@ def cutmix_loss_inputs(pred: Tensor, batch: dict, mask: Tensor, shares: Sequence
         idx = list(range(start, e))
         order += idx
         tgt_rows += idx
-        masks.append(mask[start:e])
+        masks.append(outside[start:e])
         weights.append(weight[start:e])
-        for i, p, top, left, h, w, a in extra[k]:
+        for i, p, a in extra[k]:
             order.append(i)
             tgt_rows.append(p)
-            box = torch.zeros(1, H, W, dtype=torch.bool, device=pred.device)
-            box[:, top:top + h, left:left + w] = True
-            masks.append(batch["mask"][p:p + 1] & box)
+            masks.append(mask[p:p + 1] & in_box[i:i + 1])  # the partner's labelled pixels inside i's box
             weights.append(torch.full((1,), a, device=pred.device))
         new_shares.append(len(idx) + len(extra[k]))
         start = e
@@ -231,15 +217,21 @@ class StudentHooks(TrainHooks):
         return cls(spec.get("perturbed", (0,)), spec.get("frozen"), feat_weight=spec.get("feat_weight", 1.0),
                    margin=spec.get("margin", 0.15), perturb=PerturbConfig(**p))
 
-    def setup(self, model: nn.Module, cfg: TrainConfig, device: torch.device) -> None:
-        from dalib.train import _dist_env, per_batch
+    def bind(self, cfg: TrainConfig, rank: int = 0, world: int = 1) -> None:
+        """The run's seed and this rank's batch layout (images per source), from which the perturbations
+        of each step are drawn; `setup` calls it, `preview_batch` too."""
+        from dalib.train import per_batch
 
-        self.seed = cfg.seed
-        rank, world, _ = _dist_env()
-        self.rank = rank
+        self.seed, self.rank = cfg.seed, rank
         self.shares = [k // world for k in per_batch(cfg, world)]
         if any(i >= len(self.shares) for i in self.perturbed):
             raise ValueError(f"StudentHooks.perturbed={self.perturbed}, but TrainConfig has {len(self.shares)} datasets")
+
+    def setup(self, model: nn.Module, cfg: TrainConfig, device: torch.device) -> None:
+        from dalib.train import _dist_env
+
+        rank, world, _ = _dist_env()
+        self.bind(cfg, rank, world)
         if self.frozen_source is not None and self.frozen is None:
             from dalib.model import DepthAnything
 
@@ -303,32 +295,23 @@ def preview_batch(cfg: TrainConfig, hooks: StudentHooks, step: int = 0) -> tuple
     plan = BatchPlan(dsets, per_batch(cfg), [s["target"] for s in sources],
                      JointTransform(cfg.crop, scale=tuple(cfg.scale), hflip=cfg.hflip), cfg.seed)
     clean = plan[step]
-    hooks.seed, hooks.rank, hooks.shares = cfg.seed, 0, per_batch(cfg)
+    hooks.bind(cfg)
     return clean, hooks.transform_batch(dict(clean), step)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m dalib.student --config run.yaml`: TrainConfig fields plus a `student` mapping (the
     `StudentHooks.to_spec()` fields); under torchrun every rank runs it (what `dalib.train.launch` starts)."""
-    import yaml
-
-    from dalib.train import _dist_env, train
+    from dalib.train import _dist_env, config_from_mapping, read_config_file, train
 
     ap = argparse.ArgumentParser(prog="python -m dalib.student", description=main.__doc__.split("\n")[0])
     ap.add_argument("--config", required=True, help="YAML/JSON: TrainConfig fields + `student:` (StudentHooks spec)")
     args = ap.parse_args(argv)
-    raw = yaml.safe_load(Path(args.config).read_text()) or {}
+    raw = read_config_file(args.config)
     spec = raw.pop("student", None)
     if spec is None:
         raise ValueError(f"{args.config}: no `student` mapping (perturbed, frozen, feat_weight, margin, perturb)")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(raw) - fields)
-    if unknown:
-        raise ValueError(f"{args.config}: unknown TrainConfig fields {unknown}")
-    for k in ("scale", "betas"):
-        if k in raw:
-            raw[k] = tuple(raw[k])
-    result = train(TrainConfig(**raw), StudentHooks.from_spec(spec))
+    result = train(config_from_mapping(raw, args.config), StudentHooks.from_spec(spec))
     if _dist_env()[0] == 0:
         print(json.dumps(result, default=str))
     return 0

@@ -562,8 +562,6 @@ def launch(cfg: TrainConfig, nproc: int = 1, hooks: TrainHooks | None = None) ->
     """
     if nproc <= 1:
         return train(cfg, hooks)
-    import subprocess
-
     import yaml
 
     out = Path(cfg.out_dir)
@@ -581,12 +579,22 @@ def launch(cfg: TrainConfig, nproc: int = 1, hooks: TrainHooks | None = None) ->
         module = "dalib.student"
     path = out / "launch.yaml"
     atomic_write_bytes(path, yaml.safe_dump(spec, sort_keys=False).encode())
+    run_torchrun(module, ["--config", str(path)], nproc)
+    return json.loads((out / RESULT_FILE).read_text())
+
+
+def run_torchrun(module: str, args: Sequence[str], nproc: int):
+    """`torchrun --standalone --nproc_per_node nproc -m module args...` (this Python); returns the
+    CompletedProcess (stdout, stderr captured) or raises RuntimeError with the command and the end of its
+    stderr. Used by `launch` and `dalib.pseudo_label.launch_pseudo_label`."""
+    import subprocess
+
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", module, "--config", str(path)]
+           "-m", module, *map(str, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads((out / RESULT_FILE).read_text())
+    return proc
 
 
 def _train(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int, device: torch.device) -> dict:
@@ -789,21 +797,32 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
                         help=(f"{comments.get(name, '')} (default {default!r}"
                               + ("; comma-separated" if isinstance(default, (list, tuple)) else "") + ")").replace("%", "%%"))
     args = ap.parse_args(argv)
-    values: dict = {}
-    if args.config:
-        import yaml
-
-        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{args.config}: expected a mapping of TrainConfig fields")
-        unknown = sorted(set(loaded) - set(fields))
-        if unknown:
-            raise ValueError(f"{args.config}: unknown TrainConfig fields {unknown}; known: {sorted(fields)}")
-        values.update(loaded)
+    values: dict = read_config_file(args.config) if args.config else {}
     for name in fields:
         v = getattr(args, name)
         if v is not None:
             values[name] = v
+    return config_from_mapping(values, args.config or "command line")  # flags are known: unknowns come from the file
+
+
+def read_config_file(path) -> dict:
+    """A YAML (or JSON) mapping from `path`; ValueError naming the file when it is not a mapping."""
+    import yaml
+
+    loaded = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of TrainConfig fields")
+    return loaded
+
+
+def config_from_mapping(values: dict, where: str) -> TrainConfig:
+    """TrainConfig from a {field: value} mapping (a YAML file, flags); unknown fields are a ValueError
+    naming `where`; a single value of a per-source field becomes a one-entry list."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"{where}: unknown TrainConfig fields {unknown}; known: {sorted(fields)}")
+    values = dict(values)
     for name in ("datasets", "splits", "ratios", "targets", "trims", "loss_weights"):
         if name in values and not isinstance(values[name], (list, tuple)):
             values[name] = [values[name]]

@@ -116,12 +116,24 @@ def finalize_target(target: Tensor, mask: Tensor, kind: str) -> tuple[Tensor, Te
     return normalize_disparity(disp, mask), mask
 
 
+def imagenet_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """ImageNet mean and std as (3, 1, 1) tensors of x's dtype and device (broadcast over (..., 3, H, W))."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    return mean, std
+
+
 def normalize_image(image: Tensor) -> Tensor:
     """(..., 3, H, W) uint8 -> float32 ImageNet-normalised ((x / 255 - mean) / std)."""
     x = image.to(torch.float32) / 255.0
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    mean, std = imagenet_stats(x)
     return (x - mean) / std
+
+
+def denormalize_image(x: Tensor) -> Tensor:
+    """Inverse of the normalisation: (..., 3, H, W) ImageNet-normalised -> RGB in [0, 1] (clamped)."""
+    mean, std = imagenet_stats(x)
+    return (x * std + mean).clamp(0, 1)
 
 
 # ----------------------------------------------------------------------------- geometry

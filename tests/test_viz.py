@@ -3,7 +3,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import numpy as np
-import pytest
 import torch
 
 from dalib.viz import backproject, plot_point_cloud
