@@ -1,7 +1,10 @@
 """Run the course notebooks in order, headless, with papermill.
 
-    python -m dalib.pipeline --profile smoke|cpu|gpu --run-dir DIR [-p NAME VALUE ...]
+    python -m dalib.pipeline --profile smoke|cpu|gpu|... --run-dir DIR [-p NAME VALUE ...]
+    python -m dalib.pipeline --profile cpu --seeds 0,1,2 --run-dir DIR   # one run per seed + aggregate
     make pipeline          # = --profile cpu --run-dir runs/cpu
+
+A profile is any `configs/PROFILE.yaml`.
 
 Each notebook `notebooks/NN_*.ipynb` is executed with the parameters of `configs/PROFILE.yaml`
 (section `parameters` for every notebook that declares the name, section `notebooks.<stem>` for one
@@ -15,6 +18,10 @@ notebook), then the `-p` overrides, and always `run_dir`. The run folder receive
 
 A failing notebook stops the run with its name, cell and error, exit code 1. Re-running the same
 command resumes after the last notebook that completed with the same parameters (`--restart` runs all).
+
+With `--seeds 0,1,2` each seed is such a run in `DIR/seed-<s>/` (parameter `seed` = s, resumable on its
+own), and `DIR/metrics.json` / `DIR/report.md` aggregate them over seeds (dalib.seeds: mean ± std, claims
+with 95% intervals). A failing seed stops the loop; the aggregate of the seeds before it is marked incomplete.
 """
 from __future__ import annotations
 
@@ -32,10 +39,10 @@ from pathlib import Path
 import yaml
 
 from dalib.runfiles import REPO_ROOT, atomic_write_bytes, atomic_write_json, load_metrics, run_dir_path
+from dalib.seeds import seed_dir, write_aggregate
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 CONFIG_DIR = REPO_ROOT / "configs"
-PROFILES = ("smoke", "cpu", "gpu")
 STATE_FILE = "pipeline_state.json"
 
 
@@ -50,11 +57,16 @@ def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
     return sorted(nbs, key=lambda p: (int(p.name[:2]), p.name))
 
 
+def available_profiles(config_dir: Path = CONFIG_DIR) -> list[str]:
+    """Profile names: the stems of configs/*.yaml, sorted."""
+    return sorted(p.stem for p in Path(config_dir).glob("*.yaml"))
+
+
 def load_profile(profile: str, config_dir: Path = CONFIG_DIR) -> dict:
     """configs/<profile>.yaml as {"parameters": {...}, "notebooks": {stem: {...}}, ...}."""
     path = config_dir / f"{profile}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in config_dir.glob("*.yaml"))
+        known = available_profiles(config_dir)
         raise PipelineError(f"profile {profile!r}: no file {path} (profiles here: {', '.join(known) or 'none'})")
     cfg = yaml.safe_load(path.read_text()) or {}
     if not isinstance(cfg, dict):
@@ -250,6 +262,39 @@ def run_pipeline(
     return metrics
 
 
+def run_seeds(
+    profile: str,
+    run_dir: str | os.PathLike,
+    seeds: list[int],
+    overrides: dict | None = None,
+    *,
+    log=print,
+    **pipeline_kwargs,
+) -> dict:
+    """One `run_pipeline(profile, DIR/seed-<s>, overrides | {"seed": s})` per seed, then the aggregate
+    DIR/metrics.json and DIR/report.md (dalib.seeds.write_aggregate); returns the aggregate.
+
+    pipeline_kwargs: restart, only, notebook_dir, config_dir, as for `run_pipeline`. A failing seed stops
+    the loop: the aggregate of the seeds before it is written (status "incomplete"), then PipelineError.
+    """
+    overrides = dict(overrides or {})
+    if "seed" in overrides:
+        raise PipelineError(f"seeds {list(seeds)} and the override seed={overrides['seed']!r} both set the seed; use one")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise PipelineError(f"seeds must be distinct and at least one, got {list(seeds)}")
+    run_dir = run_dir_path(run_dir)
+    completed: list[int] = []
+    for seed in seeds:
+        log(f"pipeline: seed {seed} -> {seed_dir(run_dir, seed)}")
+        try:
+            run_pipeline(profile, seed_dir(run_dir, seed), overrides | {"seed": seed}, log=log, **pipeline_kwargs)
+        except PipelineError as e:
+            write_aggregate(run_dir, completed, profile=profile, failure=str(e), failed_seed=seed)
+            raise PipelineError(f"seed {seed}: {e}\n  aggregate of seeds {completed} (incomplete): {run_dir / 'report.md'}") from None
+        completed.append(seed)
+    return write_aggregate(run_dir, completed, profile=profile)
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -317,10 +362,24 @@ def _parse_value(text: str):
         return text
 
 
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]: distinct non-negative integers separated by commas."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected non-negative integers separated by commas, like 0,1,2; got {text!r}")
+    seeds = [int(p) for p in parts]
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct, got {text!r}")
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dalib.pipeline", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", choices=PROFILES, default="cpu", help="configs/<profile>.yaml (default cpu)")
-    ap.add_argument("--run-dir", default=None, help="run folder (default runs/<profile>)")
+    ap.add_argument("--profile", default="cpu",
+                    help=f"configs/<profile>.yaml (default cpu; here: {', '.join(available_profiles())})")
+    ap.add_argument("--run-dir", default=None, help="run folder (default runs/<profile>, or runs/<profile>-seeds with --seeds)")
+    ap.add_argument("--seeds", type=parse_seeds, default=None, metavar="S,S,...",
+                    help="one run per seed in RUN_DIR/seed-<s> (parameter seed = s), then an aggregate report")
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="override a notebook parameter (YAML value), e.g. -p seed 1")
     ap.add_argument("--restart", action="store_true", help="run every notebook again instead of resuming")
@@ -328,17 +387,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--notebook-dir", type=Path, default=NOTEBOOK_DIR, help="where the NN_*.ipynb live (default notebooks/)")
     ap.add_argument("--config-dir", type=Path, default=CONFIG_DIR, help="where PROFILE.yaml lives (default configs/)")
     args = ap.parse_args(argv)
-    run_dir = args.run_dir or str(REPO_ROOT / "runs" / args.profile)
     overrides = {k: _parse_value(v) for k, v in args.param}
+    if args.seeds is not None and "seed" in overrides:
+        ap.error(f"--seeds {','.join(map(str, args.seeds))} and -p seed {overrides['seed']} both set the seed; use one of them")
     try:
-        metrics = run_pipeline(
-            args.profile, run_dir, overrides, restart=args.restart, only=args.only,
-            notebook_dir=args.notebook_dir, config_dir=args.config_dir,
-        )
+        load_profile(args.profile, args.config_dir)
+    except PipelineError as e:
+        ap.error(str(e))
+    default_dir = args.profile + ("-seeds" if args.seeds is not None else "")
+    run_dir = args.run_dir or str(REPO_ROOT / "runs" / default_dir)
+    kwargs = dict(restart=args.restart, only=args.only, notebook_dir=args.notebook_dir, config_dir=args.config_dir)
+    try:
+        if args.seeds is not None:
+            agg = run_seeds(args.profile, run_dir, args.seeds, overrides, **kwargs)
+            seconds = agg["total_seconds"]
+        else:
+            seconds = run_pipeline(args.profile, run_dir, overrides, **kwargs)["pipeline"]["total_seconds"]
     except PipelineError as e:
         print(f"pipeline: FAILED: {e}", file=sys.stderr)
         return 1
-    print(f"pipeline: done in {metrics['pipeline']['total_seconds']:.1f} s; report: {Path(run_dir) / 'report.md'}")
+    print(f"pipeline: done in {seconds:.1f} s; report: {Path(run_dir) / 'report.md'}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""dalib.pipeline: the smoke profile end to end, failures that name the notebook, resume, overrides."""
+"""dalib.pipeline: the smoke profile end to end, failures that name the notebook, resume, overrides, seeds."""
 import json
 import subprocess
 import sys
@@ -7,7 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dalib.pipeline import PipelineError, list_notebooks, run_pipeline
+import dalib.pipeline
+from dalib.pipeline import PipelineError, list_notebooks, main, run_pipeline, run_seeds
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -101,3 +102,114 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert on_disk["pipeline"]["status"] == "ok"
     report = (run / "report.md").read_text()
     assert "profile `smoke`" in report and all(p.stem in report for p in notebooks)
+
+
+# ----------------------------------------------------------------------------- seeds and the command line
+def _cli_error(capsys, *argv) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(list(argv))
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_cli_argument_errors_are_clear(toy, capsys):
+    nbdir, cfgdir, run = toy
+    dirs = ["--notebook-dir", str(nbdir), "--config-dir", str(cfgdir), "--run-dir", str(run)]
+    err = _cli_error(capsys, "--profile", "smoke", "--seeds", "0,1", "-p", "seed", "3", *dirs)
+    assert "--seeds 0,1 and -p seed 3 both set the seed" in err
+    err = _cli_error(capsys, "--profile", "smoke", "--seeds", "0,x", *dirs)
+    assert "argument --seeds" in err and "non-negative integers" in err and "'0,x'" in err
+    assert "distinct" in _cli_error(capsys, "--profile", "smoke", "--seeds", "1,1", *dirs)
+    err = _cli_error(capsys, "--profile", "nope", *dirs)
+    assert "profile 'nope'" in err and "profiles here: smoke" in err
+    assert not run.exists()  # nothing ran
+
+
+def test_any_yaml_in_the_config_dir_is_a_profile(toy, monkeypatch):
+    nbdir, cfgdir, run = toy
+    (cfgdir / "cpu-study.yaml").write_text("parameters:\n  scale: 1\n")
+    calls = []
+    monkeypatch.setattr(dalib.pipeline, "run_pipeline",
+                        lambda profile, run_dir, overrides, **kw: calls.append((profile, run_dir, overrides))
+                        or {"pipeline": {"total_seconds": 0.0}})
+    rc = main(["--profile", "cpu-study", "--run-dir", str(run), "--notebook-dir", str(nbdir), "--config-dir", str(cfgdir)])
+    assert rc == 0 and calls == [("cpu-study", str(run), {})]
+
+
+def _fake_runner(calls, fail_seed=None):
+    """Stands in for run_pipeline: records its arguments and leaves a small metrics.json."""
+    def run(profile, run_dir, overrides, **kw):
+        calls.append((profile, Path(run_dir), dict(overrides), kw))
+        seed = overrides["seed"]
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        (Path(run_dir) / "metrics.json").write_text(json.dumps(
+            {"01_first": {"value": 10 + seed}, "pipeline": {"status": "ok", "seconds": {"01_first": 1.0}}}))
+        if seed == fail_seed:
+            raise PipelineError("notebook 01_first.ipynb failed in cell 2: ValueError: broke")
+        return {}
+    return run
+
+
+def test_run_seeds_runs_one_pipeline_per_seed_folder(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(dalib.pipeline, "run_pipeline", _fake_runner(calls))
+    run = tmp_path / "seeds"
+    agg = run_seeds("cpu", run, [3, 1], {"scale": 2}, restart=True, log=lambda *_: None)
+    assert [(c[0], c[1], c[2]) for c in calls] == [
+        ("cpu", run / "seed-3", {"scale": 2, "seed": 3}), ("cpu", run / "seed-1", {"scale": 2, "seed": 1})]
+    assert all(c[3]["restart"] is True for c in calls)
+    on_disk = json.loads((run / "metrics.json").read_text())
+    assert on_disk["seeds"] == [3, 1] and on_disk["status"] == "complete" == agg["status"]
+    assert on_disk["01_first"]["value"]["values"] == [13, 11] and on_disk["01_first"]["value"]["mean"] == 12
+    assert "seed-3/report.md" in (run / "report.md").read_text()
+    with pytest.raises(PipelineError, match="both set the seed"):
+        run_seeds("cpu", run, [0], {"seed": 1})
+
+
+def test_run_seeds_stops_at_a_failing_seed_and_keeps_the_aggregate(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(dalib.pipeline, "run_pipeline", _fake_runner(calls, fail_seed=1))
+    run = tmp_path / "seeds"
+    with pytest.raises(PipelineError, match=r"seed 1: notebook 01_first\.ipynb failed in cell 2: ValueError: broke"):
+        run_seeds("cpu", run, [0, 1, 2], log=lambda *_: None)
+    assert [c[2]["seed"] for c in calls] == [0, 1]  # seed 2 never started
+    agg = json.loads((run / "metrics.json").read_text())
+    assert agg["status"] == "incomplete" and agg["seeds"] == [0] and agg["failure"]["seed"] == 1
+    assert agg["01_first"]["value"]["values"] == [10]
+    assert "**incomplete**" in (run / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_seeds_command_line_with_notebooks_fails_then_resumes(tmp_path, capsys):
+    nbdir, cfgdir, run = tmp_path / "nbs", tmp_path / "cfg", tmp_path / "seeds"
+    nbdir.mkdir()
+    cfgdir.mkdir()
+    flag = tmp_path / "break-seed-1"
+    flag.touch()
+    _nb(nbdir / "01_eval.ipynb", "run_dir = None\nseed = 0\nflag = ''",
+        "import os\nif seed == 1 and os.path.exists(flag):\n    raise ValueError('seed one broke')",
+        "from dalib.runfiles import record_metrics\n"
+        "a, b = 0.1 + seed / 100, 0.2 + seed / 50\n"
+        "claim = {'held': True, 'a': a, 'b': b, 'margin': b - a, 'lower': 'x', 'than': 'y', 'metric': 'photo.abs_rel'}\n"
+        "record_metrics(run_dir, '07_evaluation', {'table': {'x': {'photo': {'abs_rel': a}}}, 'claims': {'c': claim}})")
+    (cfgdir / "cpu-study.yaml").write_text(f"parameters:\n  seed: 0\n  flag: '{flag}'\n")
+    argv = ["--profile", "cpu-study", "--seeds", "0,1,2", "--run-dir", str(run),
+            "--notebook-dir", str(nbdir), "--config-dir", str(cfgdir)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "seed 1: notebook 01_eval.ipynb failed in cell" in err and "seed one broke" in err
+    assert json.loads((run / "metrics.json").read_text())["status"] == "incomplete"
+    assert not (run / "seed-2").exists()
+
+    flag.unlink()
+    logs = []
+    agg = run_seeds("cpu-study", run, [0, 1, 2], notebook_dir=nbdir, config_dir=cfgdir, log=logs.append)
+    assert any("01_eval.ipynb already complete" in line and "seed-0" in line for line in logs)
+    assert sum("running 01_eval.ipynb" in line for line in logs) == 2
+    for s in (0, 1, 2):
+        params = json.loads((run / f"seed-{s}" / "params.json").read_text())
+        assert params["overrides"] == {"seed": s} and params["notebooks"]["01_eval"]["seed"] == s
+    assert agg["status"] == "complete"
+    assert agg["07_evaluation"]["table"]["x"]["photo"]["abs_rel"]["values"] == pytest.approx([0.1, 0.11, 0.12])
+    assert agg["claims"]["c"]["differences"] == pytest.approx([0.1, 0.11, 0.12]) and agg["claims"]["c"]["held"] is True
+    assert "0.110 ± 0.010" in (run / "report.md").read_text()
