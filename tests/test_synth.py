@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dalib.imagestats import median_stats, real_reference_images
 from dalib.synth import (MATERIALS, SCENE_KINDS, STYLES, Scene, generate, iter_generate, render_scenes,
                          simulate_sensor)
 from dalib.synth.style import photo_params
@@ -71,11 +72,12 @@ def test_any_sharding_gives_the_same_samples(start, cuts, kind):
         assert np.array_equal(whole[key], np.concatenate([p[key] for p in parts]))
 
 
-def test_streaming_chunks_and_worker_processes_give_the_same_samples():
-    ref = generate("outdoor", 5, seed=9, height=24, width=32)
-    chunks = list(iter_generate("outdoor", 5, seed=9, height=24, width=32, chunk=2))
+@pytest.mark.parametrize("style", STYLES)
+def test_streaming_chunks_and_worker_processes_give_the_same_samples(style):
+    ref = generate("outdoor", 5, seed=9, height=24, width=32, style=style)
+    chunks = list(iter_generate("outdoor", 5, seed=9, height=24, width=32, style=style, chunk=2))
     assert [len(c["meta"]) for c in chunks] == [2, 2, 1]
-    par = list(iter_generate("outdoor", 5, seed=9, height=24, width=32, chunk=2, workers=2))
+    par = list(iter_generate("outdoor", 5, seed=9, height=24, width=32, style=style, chunk=2, workers=2))
     for key in ("image", "depth", "material", "apparent_depth"):
         assert np.array_equal(ref[key], np.concatenate([c[key] for c in chunks]))
         assert np.array_equal(ref[key], np.concatenate([c[key] for c in par]))
@@ -271,6 +273,26 @@ def test_photo_style_params_are_applied_per_sample():
     bright = dict(p, exposure=1.5, wb=[1.0, 1.0, 1.0])
     out = render_scenes([s, s], H, W, style="photo", style_params=[dark, bright])
     assert out["image"][0].mean() + 30 < out["image"][1].mean()
+
+
+def test_photo_style_matches_real_photographs_in_brightness_contrast_and_noise():
+    # calibration of photo_params: medians over 64 photo images at 128 px against the real reference photos
+    real = median_stats(real_reference_images(128))
+    photo = median_stats(np.concatenate([generate(k, 32, seed=123, height=128, width=128, style="photo")["image"]
+                                         for k in SCENE_KINDS]))
+    for name, tol in (("brightness", 0.2), ("contrast", 0.2), ("noise", 0.5)):
+        assert abs(photo[name] / real[name] - 1) <= tol, (name, photo[name], real[name])
+
+
+def test_auto_exposure_brings_dark_and_bright_scenes_to_the_same_level():
+    dim, lit = _front_scene(light_rgb=(0.15, 0.15, 0.15), ambient_rgb=(0.06, 0.06, 0.06)), _front_scene()
+    for s in (dim, lit):
+        s.add_quad((0.0, 0.0, 5.0), 100.0, 100.0, tex=1, albedo=(0.5, 0.5, 0.5))
+    p = dict(photo_params(np.random.default_rng(0)), exposure=1.0, wb=[1.0, 1.0, 1.0], shot=1e-6, read=1e-8)
+    out = render_scenes([dim, lit], H, W, style="photo", style_params=[p, p])
+    clean = render_scenes([dim, lit], H, W, style="clean")
+    assert clean["image"][0].mean() + 30 < clean["image"][1].mean()  # very different light...
+    assert abs(float(out["image"][0].mean()) - float(out["image"][1].mean())) < 3  # ...the same exposure
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2,11 +2,19 @@
 
 - "clean": the synthetic domain the teacher trains on: exact linear colour -> sRGB, nothing else.
 - "photo": a held-out proxy for real cameras, applied per sample with its own random parameters:
-  exposure and white-balance gains, lens vignetting  V(r) = 1 / (1 + k r^2)^2  (cos^4-like fall-off),
-  Gaussian optical blur, signal-dependent sensor noise  sigma^2 = a x + b  (shot + read noise),
-  sRGB tone curve, then JPEG compression at a random quality.
-Only exactly rounded tensor ops are used per pixel and the sRGB curve is a lookup table, so a sample's
-image does not depend on the batch it was rendered in.
+  white-balance gains, lens vignetting  V(r) = 1 / (1 + k r^2)^2  (cos^4-like fall-off), Gaussian optical
+  blur, auto-exposure, signal-dependent sensor noise  sigma^2 = a x + b  (shot + read noise), sRGB tone
+  curve, then JPEG compression at a random quality.
+  Auto-exposure meters the light on the sensor as a camera does and scales it so that the log-average
+  luminance  L_avg = exp(mean log(delta + L))  lands on the key value AE_KEY (Reinhard et al. 2002,
+  "Photographic tone reproduction"), times a random exposure compensation (`exposure`, about +-1/2 stop),
+  with the gain capped at AE_MAX_GAIN (a camera's longest exposure / highest ISO): very dark scenes stay
+  dark. The ranges of `photo_params` are calibrated so that, at 128 px, the median brightness, contrast and
+  noise of `photo` images match the offline real photographs (`dalib.imagestats.real_reference_images`):
+  see notebook 00 section 5 and tests/test_synth.py.
+Only exactly rounded tensor ops are used per pixel, the metering is a float64 numpy reduction of one
+sample at a time and the sRGB curve is a lookup table, so a sample's image does not depend on the batch it
+was rendered in.
 """
 from __future__ import annotations
 
@@ -16,6 +24,12 @@ import numpy as np
 import torch
 
 _LUT_SIZE = 4096
+#: bump a style's number whenever the pixels it renders for the same seed change (built datasets become stale)
+STYLE_VERSIONS = {"clean": 1, "photo": 2}
+AE_KEY = 0.15  # linear log-average luminance the auto-exposure aims for (sRGB about 108 of 255)
+AE_MAX_GAIN = 16.0  # largest auto-exposure gain (4 stops)
+_AE_DELTA = 1e-4  # keeps log() finite on black pixels
+_LUMINANCE = (0.2126, 0.7152, 0.0722)  # Rec. 709 / sRGB primaries, linear light
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,17 +54,34 @@ def to_srgb8(lin: torch.Tensor) -> torch.Tensor:
 
 
 def photo_params(rng: np.random.Generator) -> dict:
-    """Random camera-pipeline parameters of one "photo" sample (JSON-serialisable)."""
+    """Random camera-pipeline parameters of one "photo" sample (JSON-serialisable).
+
+    exposure: compensation factor on top of the auto-exposure (0.71..1.41, +-1/2 stop, log-uniform);
+    wb: per-channel white-balance gains; vignette: k of V(r); blur_sigma: px at the working size;
+    shot, read: a and b of the noise variance a x + b (x linear, 1 = white); jpeg_quality: OpenCV quality."""
     return dict(
-        exposure=float(np.exp(rng.uniform(np.log(0.6), np.log(1.7)))),
+        exposure=float(np.exp(rng.uniform(np.log(2 ** -0.5), np.log(2 ** 0.5)))),
         wb=[float(x) for x in rng.uniform(0.8, 1.2, 3)],
         vignette=float(rng.uniform(0.15, 0.6)),
         blur_sigma=float(rng.uniform(0.4, 1.2)),
-        shot=float(rng.uniform(0.002, 0.01)),
-        read=float(rng.uniform(0.0001, 0.0006)),
-        jpeg_quality=int(rng.integers(35, 90)),
+        shot=float(rng.uniform(0.003, 0.01)),
+        read=float(rng.uniform(0.00001, 0.0001)),
+        jpeg_quality=int(rng.integers(60, 93)),
         noise_seed=int(rng.integers(2**31 - 1)),
     )
+
+
+def auto_exposure_gain(x: torch.Tensor) -> np.ndarray:
+    """Auto-exposure gains of a batch of linear images x (n, H, W, 3) -> float64 (n,):
+    g = min(AE_KEY / L_avg, AE_MAX_GAIN), L_avg = exp(mean log(delta + L)), L = 0.2126 R + 0.7152 G + 0.0722 B.
+    One sample at a time in float64 numpy, so a gain does not depend on the batch."""
+    gains = np.empty(len(x))
+    for i in range(len(x)):
+        rgb = x[i].detach().cpu().numpy().astype(np.float64)
+        lum = _LUMINANCE[0] * rgb[..., 0] + _LUMINANCE[1] * rgb[..., 1] + _LUMINANCE[2] * rgb[..., 2]
+        l_avg = np.exp(np.mean(np.log(_AE_DELTA + np.maximum(lum, 0.0))))
+        gains[i] = min(AE_KEY / l_avg, AE_MAX_GAIN)
+    return gains
 
 
 def _blur_weights(sigma: float, radius: int = 2) -> np.ndarray:
@@ -66,8 +97,7 @@ def apply_photo(lin: torch.Tensor, params: list[dict]) -> np.ndarray:
     n, H, W, _ = lin.shape
     dev = lin.device
     f32 = lambda a: torch.as_tensor(np.asarray(a, np.float64), dtype=torch.float32, device=dev)  # noqa: E731
-    gain = f32([[p["exposure"] * w for w in p["wb"]] for p in params])[:, None, None, :]
-    x = lin * gain
+    x = lin * f32([p["wb"] for p in params])[:, None, None, :]
     # vignetting V = 1 / (1 + k r^2)^2, r = distance from the centre / half diagonal
     yy = (torch.arange(H, device=dev, dtype=torch.float32) + 0.5 - H / 2) / (0.5 * (H * H + W * W) ** 0.5)
     xx = (torch.arange(W, device=dev, dtype=torch.float32) + 0.5 - W / 2) / (0.5 * (H * H + W * W) ** 0.5)
@@ -81,6 +111,9 @@ def apply_photo(lin: torch.Tensor, params: list[dict]) -> np.ndarray:
     x = sum(w[:, i, None, None, None] * xp[:, i:i + H] for i in range(5))
     xp = torch.cat([x[:, :, :1], x[:, :, :1], x, x[:, :, -1:], x[:, :, -1:]], 2)
     x = sum(w[:, i, None, None, None] * xp[:, :, i:i + W] for i in range(5))
+    # exposure: auto-exposure gain (metered on the light reaching the sensor) times the compensation
+    gain = auto_exposure_gain(x) * np.array([p["exposure"] for p in params])
+    x = x * f32(gain)[:, None, None, None]
     # sensor noise: x + sqrt(a x + b) * N(0, 1), one generator per sample
     noise = torch.stack([torch.randn(H, W, 3, generator=torch.Generator().manual_seed(p["noise_seed"]))
                          for p in params]).to(dev)
