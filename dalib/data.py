@@ -523,8 +523,19 @@ def _generator_params(m: dict, split: str, height=None, width=None, shard_size=N
     kinds = [src["kind"]] if isinstance(src["kind"], str) else list(src["kind"])
     if shard_size is None:  # about 64 MB of arrays per shard, so memory stays flat for any N
         shard_size = src.get("shard_size") or max(1, min(1024, int(64e6 // (h * w * 16))))
-    return {"format": FORMAT_VERSION, "kinds": kinds, "style": src["style"], "seed": int(_split_entry(m, split)["seed"]),
-            "height": h, "width": w, "sensor": src.get("sensor"), "shard_size": int(shard_size)}
+    params = {"format": FORMAT_VERSION, "kinds": kinds, "style": src["style"], "seed": int(_split_entry(m, split)["seed"]),
+              "height": h, "width": w, "sensor": src.get("sensor"), "shard_size": int(shard_size)}
+    from dalib.synth.style import STYLE_VERSIONS
+
+    if STYLE_VERSIONS.get(src["style"], 1) != 1:  # a recalibrated style: builds of the older one are rebuilt
+        params["style_version"] = STYLE_VERSIONS[src["style"]]
+    return params
+
+
+def _same_build(a: dict | None, b: dict) -> bool:
+    """Do two generator parameter sets describe the same samples (shard size aside)?"""
+    strip = lambda d: {k: v for k, v in (d or {}).items() if k != "shard_size"}  # noqa: E731
+    return a is not None and strip(a) == strip(b)
 
 
 def split_dir(name: str, split: str, *, root=None, height=None, width=None) -> Path:
@@ -685,7 +696,7 @@ def _build_locked(m: dict, split: str, n: int, params: dict, out: Path, *, shard
     index = read_index(index_path)
     if shard_size is None and index is not None:  # keep the shard size of what is already there
         prev = index.get("params") or {}
-        if {k: v for k, v in prev.items() if k != "shard_size"} == {k: v for k, v in params.items() if k != "shard_size"}:
+        if _same_build(prev, params):
             params["shard_size"] = prev.get("shard_size", params["shard_size"])
     if index is None or index.get("params") != params:
         for stale in out.glob("shard-*"):  # built with other parameters: start over
@@ -741,9 +752,10 @@ def _load_generator(m: dict, split: str, *, root, n, height, width):
 
     st = build_status(m["name"], split, root=root, height=height, width=width)
     want = n if n is not None else (st["n"] or _split_entry(m, split)["size"])
-    if not (st["ok"] and st["n"] >= want):  # first use, a larger n, or a damaged shard: (re)build
-        build(m["name"], split, max(want, st["n"] or 0), root=root, height=height, width=width, verify=True)
     d = Path(st["dir"])
+    current = _same_build((read_index(d / "index.json") or {}).get("params"), _generator_params(m, split, height, width))
+    if not (st["ok"] and current and st["n"] >= want):  # first use, a larger n, a damaged shard, or built by an
+        build(m["name"], split, max(want, st["n"] or 0), root=root, height=height, width=width, verify=True)  # older engine
     index = read_index(d / "index.json")
     parts = [datasets.load_from_disk(str(d / key)) for key in sorted(index["shards"])]
     ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]

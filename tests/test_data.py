@@ -490,3 +490,25 @@ def test_open_dataset_resolves_every_way_of_naming_a_dataset(tmp_path):
         D.open_dataset(ds.select([]))
     with pytest.raises(TypeError, match="expected a datasets.Dataset"):
         D.open_dataset(42)
+
+
+def test_a_recalibrated_style_rebuilds_older_builds_on_load(tmp_path, fake_synth, monkeypatch):
+    import dalib.synth.style as style
+
+    args = dict(root=tmp_path, height=16, width=20)
+    D.load("synth-photo", "test", n=3, **args)
+    out = D.split_dir("synth-photo", "test", **args)
+    before = json.loads((out / "index.json").read_text())["params"]
+    fake_synth.clear()
+    D.load("synth-photo", "test", n=3, **args)
+    assert fake_synth == []  # same engine: served from disk
+    monkeypatch.setitem(style.STYLE_VERSIONS, "photo", style.STYLE_VERSIONS["photo"] + 1)
+    D.load("synth-photo", "test", n=3, **args)
+    after = json.loads((out / "index.json").read_text())["params"]
+    assert fake_synth and after["style_version"] == before.get("style_version", 1) + 1
+    fake_synth.clear()
+    D.load("synth-indoor", "test", n=2, **args)  # a clean-style build is unaffected by the photo version
+    monkeypatch.setitem(style.STYLE_VERSIONS, "photo", 99)
+    fake_synth.clear()
+    D.load("synth-indoor", "test", n=2, **args)
+    assert fake_synth == []
