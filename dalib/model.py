@@ -15,6 +15,7 @@ Sizes are defined once in `CONFIGS`: vitt (a CPU-sized member of this course), v
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -767,6 +768,41 @@ def resolve_device(device=None) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     return torch.device(device)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Does this CPU compute bfloat16 natively (x86 AVX512-BF16 or AMX-BF16, from /proc/cpuinfo)? Without
+    it bf16 autocast on the CPU emulates the format and is slower than fp32. `DALIB_CPU_BF16=0/1` overrides
+    the detection (e.g. to compare both in `benchmarks/bench_train.py`)."""
+    forced = os.environ.get("DALIB_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return _cpuinfo_has_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo_has_bf16() -> bool:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no detection, fp32
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def bf16_autocast_supported(device) -> bool:
+    """Whether bf16 autocast pays off on `device`: CUDA with bf16 support, or a CPU with native bf16
+    (`cpu_has_native_bf16`); False elsewhere (fp32). Training (dalib.train) uses it for TrainConfig.amp."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return cpu_has_native_bf16()
+    return False
 
 
 def network_size(h: int, w: int, input_size: int = 518) -> tuple[int, int]:

@@ -13,7 +13,8 @@ What one step does (V2 recipe, REFERENCE "Training recipe"):
     loss    per source i:  L_i = ssi(pred, d; align, trim_i) + gm_weight * gm(pred, d)   (V2: 1:2)
             total = sum_i loss_weight_i * L_i  (+ extra terms from hooks, e.g. feature alignment)
     update  AdamW, encoder lr and a 10x decoder lr, linear warmup then poly decay (1 - t)^0.9,
-            gradient clipping, bf16 autocast on CUDA (fp32 on CPU)
+            gradient clipping, bf16 autocast on CUDA and on CPUs with native bf16 (fp32 elsewhere);
+            a non-finite loss or gradient stops the run (FloatingPointError), the last checkpoint intact
 
 Exact resume: the data of step s is a pure function of (seed, s): each source walks through its own
 seeded permutation of rows, and each sample's crop/flip comes from a generator seeded by (seed,
@@ -35,6 +36,7 @@ import argparse
 import dataclasses
 import io
 import json
+import math
 import os
 import random
 import shutil
@@ -98,6 +100,7 @@ class TrainConfig:
     # ---- loss
     align: str = "median"  # "median" (V1 Eq. 3, median/MAD) or "lstsq" (MiDaS least squares, squared error)
     gm_weight: float = 2.0  # weight of gradient matching (V2: L = ssi + 2 gm)
+    gm_ramp_steps: int = 0  # gm weight grows linearly from 0 to gm_weight over these steps (0: full from the start, as V2)
     gm_scales: int = 4  # gradient-matching scales (strides 1, 2, 4, 8)
     trims: list = field(default_factory=lambda: [0.0])  # per source: drop the largest-loss fraction of pixels (0.1 for pseudo-labels)
     loss_weights: list = field(default_factory=lambda: [1.0])  # per source: weight of its loss in the total
@@ -105,7 +108,7 @@ class TrainConfig:
     # ---- run
     seed: int = 0  # seeds model init, data order and augmentation
     device: str = "auto"  # "auto" (cuda:LOCAL_RANK if available, else cpu), "cpu", "cuda", "cuda:1"
-    amp: bool = True  # bf16 autocast on CUDA (CPU always runs fp32)
+    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX); fp32 elsewhere
     deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs repeat exactly without it)
     threads: int = 0  # torch intra-op threads per process (0: torch's default)
     num_workers: int = 2  # DataLoader worker processes (0: load in the training process)
@@ -153,6 +156,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.align={self.align!r}; expected 'median' or 'lstsq'")
         if self.reduction not in ("image", "batch"):
             raise ValueError(f"TrainConfig.reduction={self.reduction!r}; expected 'image' or 'batch'")
+        if self.gm_ramp_steps < 0:
+            raise ValueError(f"TrainConfig.gm_ramp_steps={self.gm_ramp_steps}; expected >= 0")
         if not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"TrainConfig.warmup_steps={self.warmup_steps}; expected 0 <= warmup_steps < steps={self.steps}")
         if self.batch_size % world_size:
@@ -487,7 +492,7 @@ def _resolve_device(cfg: TrainConfig, local_rank: int) -> torch.device:
 # ============================================================================ the loop
 def _check_resume(saved: dict, cfg: TrainConfig) -> None:
     keys = ("encoder", "version", "datasets", "splits", "ratios", "targets", "crop", "scale", "hflip", "batch_size",
-            "steps", "lr_encoder", "decoder_lr_mult", "warmup_steps", "poly_power", "seed", "align", "gm_weight",
+            "steps", "lr_encoder", "decoder_lr_mult", "warmup_steps", "poly_power", "seed", "align", "gm_weight", "gm_ramp_steps",
             "trims", "loss_weights", "data_n")
     now = cfg.to_dict()
     for k in keys:
@@ -597,9 +602,111 @@ def run_torchrun(module: str, args: Sequence[str], nproc: int):
     return proc
 
 
-def _train(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int, device: torch.device) -> dict:
+def build_plan(cfg: TrainConfig, rank: int = 0, world: int = 1) -> BatchPlan:
+    """The run's data: step s -> this rank's share of global batch s (`BatchPlan`)."""
+    sources = cfg.sources()
+    dsets = [open_dataset(s["dataset"], s["split"], root=cfg.data_root, n=cfg.data_n) for s in sources]
+    transform = JointTransform(cfg.crop, scale=tuple(cfg.scale), hflip=cfg.hflip)
+    return BatchPlan(dsets, per_batch(cfg, world), [s["target"] for s in sources], transform, cfg.seed, rank, world)
+
+
+def build_model(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, list[str]]:
+    """The network as configured (seeded, so every rank starts from the same weights), on `device`, in
+    train mode, with never-used parameters frozen; returns (model, names of the frozen parameters)."""
     from dalib.model import DepthAnything, resolve_pretrained_encoder
 
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    pre = resolve_pretrained_encoder(cfg.pretrained_encoder, cfg.encoder)  # "auto": local DINOv2 or random init
+    model = DepthAnything(cfg.encoder, cfg.version, pretrained_encoder=pre)
+    model.grad_checkpointing = cfg.grad_checkpointing
+    model.to(device).train()
+    return model, freeze_unused(model, device)
+
+
+def use_autocast(cfg: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast for this run: TrainConfig.amp and a device where it pays off (CUDA, CPUs with native
+    bf16; `dalib.model.bf16_autocast_supported`)."""
+    from dalib.model import bf16_autocast_supported
+
+    return bool(cfg.amp) and bf16_autocast_supported(device)
+
+
+def gm_weight_at(cfg: TrainConfig, step: int) -> float:
+    """Gradient-matching weight of optimiser step `step` (0-based): gm_weight * min(1, step / gm_ramp_steps).
+
+    A network trained from scratch starts from an output that is flat or zero almost everywhere; the
+    gradient-matching term then sends a large, high-frequency gradient that drowns the SSI term's (notebook 04
+    shows it with the overfit-one-batch check). Ramping it in lets the SSI term shape the layout first."""
+    if cfg.gm_ramp_steps <= 0:
+        return cfg.gm_weight
+    return cfg.gm_weight * min(1.0, step / cfg.gm_ramp_steps)
+
+
+def train_step(net: nn.Module, model: nn.Module, batch: dict, step: int, *, hooks: TrainHooks, cfg: TrainConfig,
+               sources: list[dict], shares: Sequence[int], optimizer, scheduler, amp: bool) -> tuple[dict, list[float]]:
+    """One optimiser step on a batch already on the device: hooks' input transform, forward (bf16 autocast
+    when `amp`), depth loss + extra terms, backward, clipping, AdamW, schedule. Returns (loss terms as
+    tensors, the learning rates the step used). A non-finite loss or gradient norm raises FloatingPointError
+    before the weights change, naming the step and the terms."""
+    batch = hooks.transform_batch(batch, step)
+    if cfg.gm_ramp_steps > 0:
+        cfg = dataclasses.replace(cfg, gm_weight=gm_weight_at(cfg, step))
+    with torch.autocast(batch["image"].device.type, dtype=torch.bfloat16, enabled=amp):
+        outputs = hooks.forward(net, batch)
+    terms = hooks.depth_loss(outputs["pred"], batch, hooks.loss_mask(batch, outputs), sources, cfg, shares)
+    for name, value in hooks.extra_losses(model, batch, outputs, step).items():
+        terms[name] = value
+        terms["total"] = terms["total"] + value
+    optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    if cfg.grad_clip > 0:
+        terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).detach()
+    check = torch.stack([terms["total"].detach().float()] + ([terms["grad_norm"].float()] if "grad_norm" in terms else []))
+    if not bool(torch.isfinite(check).all()):  # one synchronisation per step; a NaN step would poison every weight
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        raise FloatingPointError(f"step {step + 1}: non-finite training loss or gradient {values}; the weights were "
+                                 f"not updated and the last checkpoint of {cfg.out_dir} is intact. Lower lr_encoder "
+                                 f"({cfg.lr_encoder:g}) or decoder_lr_mult, add warmup_steps, or check the labels.")
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    optimizer.step()
+    scheduler.step()
+    return terms, lrs
+
+
+def _resume(cfg: TrainConfig, out_dir: Path, model: nn.Module, optimizer, scheduler, device) -> tuple[Path | None, int]:
+    """Load the last published checkpoint of out_dir when resuming; returns (checkpoint folder or None, step)."""
+    ckpt = latest_checkpoint(out_dir) if cfg.resume else None
+    if ckpt is None:
+        return None, 0
+    from safetensors.torch import load_file
+
+    saved_cfg = json.loads((out_dir / CONFIG_FILE).read_text())["config"] if (out_dir / CONFIG_FILE).is_file() else {}
+    _check_resume(saved_cfg, cfg)
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(device)), strict=True)
+    state = load_train_state(ckpt)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return ckpt, int(state["step"])
+
+
+def _write_run_files(cfg: TrainConfig, out_dir: Path, ckpt, start: int, world: int, device, unused, amp: bool) -> None:
+    """Rank 0: the log truncated to the resumed step (or removed), and config.json of the run."""
+    from dalib.pipeline import environment_info
+
+    log_path = out_dir / LOG_FILE
+    if ckpt is not None:
+        _truncate_log(log_path, start)
+    elif log_path.exists():
+        log_path.unlink()
+    atomic_write_json(out_dir / CONFIG_FILE, {"config": cfg.to_dict(), "world_size": world, "device": str(device),
+                                              "bf16_autocast": amp, "resumed_from": start if ckpt is not None else None,
+                                              "frozen_unused_parameters": unused, "environment": environment_info()})
+
+
+def _train(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int, device: torch.device) -> dict:
     cfg.validate(world)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -608,147 +715,165 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int, device: t
         torch.use_deterministic_algorithms(True)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = out_dir / LOG_FILE
     is_main = rank == 0
     sources = cfg.sources()
-    counts = per_batch(cfg, world)
-    shares = [k // world for k in counts]  # images of each source in this rank's batch, in order
-
-    # ---- data: step s -> this rank's share of global batch s
-    dsets = [open_dataset(s["dataset"], s["split"], root=cfg.data_root, n=cfg.data_n) for s in sources]
-    transform = JointTransform(cfg.crop, scale=tuple(cfg.scale), hflip=cfg.hflip)
-    plan = BatchPlan(dsets, counts, [s["target"] for s in sources], transform, cfg.seed, rank, world)
-
-    # ---- model, optimiser, schedule (same init on every rank: seeded before construction)
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    pre = resolve_pretrained_encoder(cfg.pretrained_encoder, cfg.encoder)  # "auto": local DINOv2 or random init
-    model = DepthAnything(cfg.encoder, cfg.version, pretrained_encoder=pre)
-    model.grad_checkpointing = cfg.grad_checkpointing
-    model.to(device).train()
-    unused = freeze_unused(model, device)
+    shares = [k // world for k in per_batch(cfg, world)]  # images of each source in this rank's batch, in order
+    plan = build_plan(cfg, rank, world)
+    model, unused = build_model(cfg, device)
     optimizer, scheduler = build_optimizer(model, cfg)
-
-    # ---- resume
-    start = 0
+    amp = use_autocast(cfg, device)
     if is_main:
         _clean_partial(out_dir)
-    ckpt = latest_checkpoint(out_dir) if cfg.resume else None
-    if ckpt is not None:
-        from safetensors.torch import load_file
-
-        saved_cfg = json.loads((out_dir / CONFIG_FILE).read_text())["config"] if (out_dir / CONFIG_FILE).is_file() else {}
-        _check_resume(saved_cfg, cfg)
-        model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(device)), strict=True)
-        state = load_train_state(ckpt)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        start = int(state["step"])
+    ckpt, start = _resume(cfg, out_dir, model, optimizer, scheduler, device)
     if is_main:
-        if ckpt is not None:
-            _truncate_log(log_path, start)
-        elif log_path.exists():
-            log_path.unlink()
-        from dalib.pipeline import environment_info
-
-        atomic_write_json(out_dir / CONFIG_FILE, {"config": cfg.to_dict(), "world_size": world, "device": str(device),
-                                                  "resumed_from": start if ckpt is not None else None,
-                                                  "frozen_unused_parameters": unused,
-                                                  "environment": environment_info()})
+        _write_run_files(cfg, out_dir, ckpt, start, world, device, unused, amp)
     hooks.setup(model, cfg, device)
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     result = {"steps": cfg.steps, "start_step": start, "seconds": 0.0, "images_per_s": None, "final": {},
-              "checkpoint": str(ckpt) if ckpt is not None else None, "out_dir": str(out_dir), "world_size": world}
+              "checkpoint": str(ckpt) if ckpt is not None else None, "out_dir": str(out_dir), "world_size": world,
+              "bf16_autocast": amp}
     if start >= cfg.steps:  # already finished: report what the final checkpoint recorded
         result["final"] = json.loads((ckpt / "config.json").read_text()).get("extra", {}).get("metrics", {})
         return result
-
     loader = torch.utils.data.DataLoader(
         plan, batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda", worker_init_fn=_worker_init if cfg.num_workers else None,
         prefetch_factor=cfg.prefetch if cfg.num_workers else None, persistent_workers=False)
-    use_amp = cfg.amp and device.type == "cuda"
     bar = None
     if is_main and cfg.progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True, file=sys.stderr)
-
-    t_start = time.perf_counter()
-    t_log, imgs_log, data_s = t_start, 0, 0.0
+    logger = _StepLogger(cfg, out_dir / LOG_FILE, world, is_main, bar)
     t_first = None  # end of the first step: images/s excludes start-up
     step = start
-    last: dict[str, float] = {}
-    warned = False
     it = iter(loader)
     while step < cfg.steps:
         t0 = time.perf_counter()
         batch = next(it)
-        data_s += time.perf_counter() - t0
+        logger.data_s += time.perf_counter() - t0
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        batch = hooks.transform_batch(batch, step)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            outputs = hooks.forward(net, batch)
-        terms = hooks.depth_loss(outputs["pred"], batch, hooks.loss_mask(batch, outputs), sources, cfg, shares)
-        for name, value in hooks.extra_losses(model, batch, outputs, step).items():
-            terms[name] = value
-            terms["total"] = terms["total"] + value
-        optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        if cfg.grad_clip > 0:
-            terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).detach()
-        lrs = [g["lr"] for g in optimizer.param_groups]  # the lr this step used
-        optimizer.step()
-        scheduler.step()
+        terms, lrs = train_step(net, model, batch, step, hooks=hooks, cfg=cfg, sources=sources, shares=shares,
+                                optimizer=optimizer, scheduler=scheduler, amp=amp)
         step += 1
-        imgs_log += cfg.batch_size
-        if t_first is None:
-            t_first = time.perf_counter()
-
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            vals = torch.stack([v.detach().float() for v in terms.values()])
-            if world > 1:
-                dist.all_reduce(vals)
-                vals /= world
-            last = dict(zip(terms, vals.tolist()))
-            now = time.perf_counter()
-            rec = {"step": step, **{k: round(v, 7) for k, v in last.items()},
-                   "lr_encoder": lrs[0], "lr_decoder": lrs[1],
-                   "images_per_s": round(imgs_log / max(now - t_log, 1e-9), 3),
-                   "data_wait_s": round(data_s, 4), "elapsed_s": round(now - t_start, 3)}
-            t_log, imgs_log, data_s = now, 0, 0.0
-            if is_main:
-                _append_log(log_path, rec)
-                if last["total"] == 0.0 and not warned:
-                    warned = True
-                    warnings.warn(f"step {step}: loss is exactly 0; the prediction has probably collapsed to a "
-                                  "constant (dead final ReLU), which gives no gradient. Lower lr_encoder or "
-                                  "decoder_lr_mult, or add warmup_steps.", RuntimeWarning, stacklevel=2)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{last['total']:.4f}", refresh=False)
-        if bar is not None:
-            bar.update(1)
+        t_first = t_first or time.perf_counter()
+        logger.after_step(step, terms, lrs)
         if is_main and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps):
             result["checkpoint"] = str(save_checkpoint(out_dir, step, model, optimizer, scheduler,
-                                                       extra={"metrics": last}, keep=cfg.keep_checkpoints))
+                                                       extra={"metrics": logger.last}, keep=cfg.keep_checkpoints))
     if bar is not None:
         bar.close()
     del it
     t_end = time.perf_counter()
     done = step - start
-    result["seconds"] = round(t_end - t_start, 3)
+    result["seconds"] = round(t_end - logger.t_start, 3)
     if done > 1 and t_first is not None:
         result["images_per_s"] = round((done - 1) * cfg.batch_size / max(t_end - t_first, 1e-9), 3)
-    result["final"] = last
+    result["final"] = logger.last
     if world > 1:
         dist.barrier()  # every rank returns after rank 0 has written the final checkpoint
         result["checkpoint"] = str(Path(out_dir) / "checkpoints" / f"step-{cfg.steps:08d}")
     return result
+
+
+class _StepLogger:
+    """Every `log_every` steps: the loss terms averaged over ranks, lrs, images/s and data-wait time as a
+    JSON line of train_log.jsonl (rank 0), the progress bar; a warning when the loss is exactly 0."""
+
+    def __init__(self, cfg: TrainConfig, path: Path, world: int, is_main: bool, bar):
+        self.cfg, self.path, self.world, self.is_main, self.bar = cfg, path, world, is_main, bar
+        self.t_start = self.t_log = time.perf_counter()
+        self.images, self.data_s, self.last, self.warned = 0, 0.0, {}, False
+
+    def after_step(self, step: int, terms: dict, lrs: list[float]) -> None:
+        cfg = self.cfg
+        self.images += cfg.batch_size
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            vals = torch.stack([v.detach().float() for v in terms.values()])
+            if self.world > 1:
+                dist.all_reduce(vals)
+                vals /= self.world
+            self.last = dict(zip(terms, vals.tolist()))
+            now = time.perf_counter()
+            rec = {"step": step, **{k: round(v, 7) for k, v in self.last.items()},
+                   "lr_encoder": lrs[0], "lr_decoder": lrs[1], "gm_weight": gm_weight_at(cfg, step - 1),
+                   "images_per_s": round(self.images / max(now - self.t_log, 1e-9), 3),
+                   "data_wait_s": round(self.data_s, 4), "elapsed_s": round(now - self.t_start, 3)}
+            self.t_log, self.images, self.data_s = now, 0, 0.0
+            if self.is_main:
+                _append_log(self.path, rec)
+                if self.last["total"] == 0.0 and not self.warned:
+                    self.warned = True
+                    warnings.warn(f"step {step}: loss is exactly 0; the prediction has probably collapsed to a "
+                                  "constant (dead final ReLU), which gives no gradient. Lower lr_encoder or "
+                                  "decoder_lr_mult, or add warmup_steps.", RuntimeWarning, stacklevel=3)
+                if self.bar is not None:
+                    self.bar.set_postfix(loss=f"{self.last['total']:.4f}", refresh=False)
+        if self.bar is not None:
+            self.bar.update(1)
+
+
+# ============================================================================ diagnostics
+def lr_range_test(cfg: TrainConfig, *, lr_min: float = 1e-6, lr_max: float = 1e-2, steps: int = 60,
+                  hooks: TrainHooks | None = None, device: str | None = None) -> list[dict]:
+    """Learning-rate range test (L. Smith, arXiv 1506.01186): `steps` steps of the run's data and model with
+    the encoder lr growing geometrically from lr_min to lr_max (decoder: x decoder_lr_mult, no schedule),
+    recording the loss. Pick an lr below the one where the loss falls fastest and well below where it
+    diverges. Nothing is written; stops early once the loss exceeds 4x its best or becomes non-finite.
+    Returns [{"step", "lr_encoder", "loss"}]. Notebook 04.
+    """
+    hooks = hooks or TrainHooks()
+    run = dataclasses.replace(cfg, steps=steps, warmup_steps=0, device=device or cfg.device)
+    run.validate()
+    dev = _resolve_device(run, 0)
+    plan = build_plan(run)
+    model, _ = build_model(run, dev)
+    optimizer, _ = build_optimizer(model, run)
+    ratio = (lr_max / lr_min) ** (1 / max(1, steps - 1))
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_min / run.lr_encoder * ratio ** s)
+    hooks.setup(model, run, dev)
+    amp, sources, shares = use_autocast(run, dev), run.sources(), per_batch(run)
+    out, best = [], math.inf
+    for step in range(steps):
+        batch = {k: v.to(dev) for k, v in plan[step].items()}
+        try:
+            terms, lrs = train_step(model, model, batch, step, hooks=hooks, cfg=run, sources=sources, shares=shares,
+                                    optimizer=optimizer, scheduler=sched, amp=amp)
+        except FloatingPointError:
+            break
+        loss = float(terms["total"].detach())
+        out.append({"step": step, "lr_encoder": lrs[0], "loss": loss})
+        best = min(best, loss)
+        if loss > 4 * best:
+            break
+    return out
+
+
+def overfit_batch(cfg: TrainConfig, *, steps: int = 100, hooks: TrainHooks | None = None,
+                  device: str | None = None) -> list[float]:
+    """Train on the first batch of the run only, `steps` times (constant lr after cfg's warmup), and return the
+    loss of each step: a network, loss and optimiser that work drive it far below its start. Nothing is
+    written. Notebook 04 and the tests."""
+    hooks = hooks or TrainHooks()
+    run = dataclasses.replace(cfg, steps=steps, poly_power=0.0, warmup_steps=min(cfg.warmup_steps, steps - 1),
+                              device=device or cfg.device)
+    run.validate()
+    dev = _resolve_device(run, 0)
+    batch0 = build_plan(run)[0]
+    model, _ = build_model(run, dev)
+    optimizer, sched = build_optimizer(model, run)
+    hooks.setup(model, run, dev)
+    amp, sources, shares = use_autocast(run, dev), run.sources(), per_batch(run)
+    losses = []
+    for step in range(steps):
+        batch = {k: v.to(dev) for k, v in batch0.items()}
+        terms, _ = train_step(model, model, batch, step, hooks=hooks, cfg=run, sources=sources, shares=shares,
+                              optimizer=optimizer, scheduler=sched, amp=amp)
+        losses.append(float(terms["total"].detach()))
+    return losses
 
 
 # ============================================================================ command line

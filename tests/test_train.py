@@ -317,3 +317,45 @@ def test_read_log_and_training_seconds_add_resumed_segments(tmp_path):
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert training_seconds(log) == pytest.approx(4.0)
     assert training_seconds([]) == 0.0
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, scenes):
+    run = tmp_path / "nan"
+    train(tiny(run, scenes, steps=2, checkpoint_every=1))
+    good = final_weights(run)
+    # a learning rate of 1e30 makes the first update explode: the next loss is non-finite
+    with pytest.raises(FloatingPointError, match="non-finite training loss"):
+        train(tiny(run, scenes, steps=6, lr_encoder=1e30, resume=False))
+    w = final_weights(run)  # the published checkpoint is still the good run's
+    assert set(w) == set(good) and all(torch.equal(w[k], good[k]) for k in w)
+
+
+def test_lr_range_test_records_a_geometric_sweep(scenes):
+    from dalib.train import lr_range_test
+
+    rec = lr_range_test(tiny("unused", scenes), lr_min=1e-6, lr_max=1e-1, steps=12)
+    lrs = [r["lr_encoder"] for r in rec]
+    assert lrs[0] == pytest.approx(1e-6)
+    assert all(b / a == pytest.approx((1e-1 / 1e-6) ** (1 / 11), rel=1e-6) for a, b in zip(lrs, lrs[1:]))
+    assert all(np.isfinite(r["loss"]) for r in rec)
+    assert not Path("unused").exists()  # nothing written
+
+
+def test_overfit_one_batch_drives_the_loss_down(scenes):
+    from dalib.train import overfit_batch
+
+    losses = overfit_batch(tiny("unused", scenes, lr_encoder=3e-4, warmup_steps=2), steps=40)
+    assert len(losses) == 40
+    assert min(losses[-5:]) < 0.5 * losses[0], losses
+
+
+def test_bf16_autocast_only_where_it_pays_off(monkeypatch):
+    from dalib.model import bf16_autocast_supported, cpu_has_native_bf16
+    from dalib.train import use_autocast
+
+    cfg = TrainConfig()
+    monkeypatch.setenv("DALIB_CPU_BF16", "0")
+    assert not cpu_has_native_bf16() and not use_autocast(cfg, torch.device("cpu"))
+    monkeypatch.setenv("DALIB_CPU_BF16", "1")
+    assert bf16_autocast_supported("cpu") and use_autocast(cfg, torch.device("cpu"))
+    assert not use_autocast(TrainConfig(amp=False), torch.device("cpu"))
