@@ -170,6 +170,31 @@ def evaluate_model(model, ds, *, input_size: int = 518, batch_size: int = 16, or
     return report, preds
 
 
+def input_dependence(preds, depth, mask=None, *, shift: int = 1) -> dict:
+    """Does a model use its input? AbsRel of each prediction against its own image's ground truth, and
+    against the ground truth of another test image (prediction i scored on image (i + shift) mod N, a
+    derangement for 0 < shift < N). Notebooks 04 and 07.
+
+    preds, depth: (N, H, W) disparity predictions and GT depth (metres); mask: (N, H, W) bool or None; all
+    images the same size. Both scores align each prediction by least squares first, as `eval_depth` does, so
+    a model that predicts one layout for every input (the trivial baseline) scores about the same on both:
+    its "gain" = shuffled / matched - 1 is near 0. A model that learned depth from the image loses clearly
+    when its predictions are paired with the wrong images. Returns {"abs_rel", "abs_rel_shuffled", "gain",
+    "n_images"}.
+    """
+    p = torch.as_tensor(np.asarray(preds, dtype=np.float32))
+    t = torch.as_tensor(np.asarray(depth, dtype=np.float32))
+    m = None if mask is None else torch.as_tensor(np.asarray(mask, dtype=bool))
+    n = p.shape[0]
+    if p.dim() != 3 or p.shape != t.shape:
+        raise ValueError(f"input_dependence: preds {tuple(p.shape)} and depth {tuple(t.shape)} must both be (N, H, W)")
+    if n < 2 or not 0 < shift % n:
+        raise ValueError(f"input_dependence: needs N >= 2 images and shift not a multiple of N (N={n}, shift={shift})")
+    matched = float(eval_depth(p, t, m)["abs_rel"])
+    shuffled = float(eval_depth(torch.roll(p, shifts=shift, dims=0), t, m)["abs_rel"])
+    return {"abs_rel": matched, "abs_rel_shuffled": shuffled, "gain": shuffled / matched - 1.0, "n_images": int(n)}
+
+
 MIDDLEBURY_SAMPLES = ("full", "top_left", "top_right", "bottom_left", "bottom_right", "centre")
 
 

@@ -284,6 +284,14 @@ class StudentHooks(TrainHooks):
         return {"feat": self.feat_weight * loss}
 
 
+def photometric_hooks(n_sources: int, perturb: PerturbConfig | None = None) -> StudentHooks:
+    """Colour jitter + Gaussian blur on the images of all `n_sources` sources, no CutMix, no feature
+    alignment: photometric robustness for a teacher trained from scratch (notebook 04), a stand-in for what a
+    pretrained DINOv2 encoder brings to the papers' teachers. perturb: default PerturbConfig with cutmix_p=0."""
+    p = dataclasses.replace(perturb or PerturbConfig(), cutmix_p=0.0)
+    return StudentHooks(perturbed=range(n_sources), frozen=None, perturb=p)
+
+
 def preview_batch(cfg: TrainConfig, hooks: StudentHooks, step: int = 0) -> tuple[dict, dict]:
     """(clean batch, the batch the student trains on) of step `step` of a run, on the CPU, without
     training: the same data plan and the same seeded perturbations / CutMix as `train(cfg, hooks)`."""

@@ -144,3 +144,17 @@ def test_claim_lower_and_results_table():
     table = results_table(rows, [("AbsRel clean", "clean.abs_rel"), ("images", "images_seen", "{:d}")])
     lines = table.splitlines()
     assert lines[0] == "| model | AbsRel clean | images |" and lines[2] == "| a | 0.123 | 96 |" and lines[3] == "| b | - | - |"
+
+
+def test_input_dependence_separates_a_model_from_a_layout_prior(scenes):
+    from dalib.evaluate import input_dependence
+
+    arr = dataset_arrays(scenes[1])
+    exact = np.where(arr["mask"], 1.0 / np.where(arr["depth"] > 0, arr["depth"], 1.0), 0.0).astype(np.float32)
+    r = input_dependence(exact, arr["depth"], arr["mask"])
+    assert r["abs_rel"] < 1e-3 and r["abs_rel_shuffled"] > 0.05 and r["gain"] > 10
+    same = np.broadcast_to(exact.mean(0), exact.shape)  # one map for every input
+    r = input_dependence(same, arr["depth"], arr["mask"])
+    assert abs(r["abs_rel_shuffled"] - r["abs_rel"]) < 1e-6 and abs(r["gain"]) < 1e-5
+    with pytest.raises(ValueError, match="shift"):
+        input_dependence(exact, arr["depth"], arr["mask"], shift=len(exact))
