@@ -15,6 +15,9 @@ Prints:
   data    the loop's input pipeline alone (DataLoader + decode + joint transforms, same workers) in
           images/s against the loop's consumption (target >= 10x); also the procedural generator
           (`dalib.synth.generate`, when present), which runs offline (datasets are built once)
+  bf16    (CPU) the bare step under bf16 autocast against fp32, same model and batch: the speed-up and the
+          relative difference of the loss; whether this CPU has native bf16 (AVX512-BF16/AMX), which is when
+          `dalib.train` turns bf16 on by itself (`dalib.model.cpu_has_native_bf16`; DALIB_CPU_BF16=0/1 overrides)
   gpu     (CUDA only) bf16 images/s, achieved TFLOP/s (FLOPs counted by torch's FlopCounterMode on one
           forward + backward) against the card's dense bf16 peak
 """
@@ -31,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dalib.model import DepthAnything
-from dalib.train import BatchPlan, TrainConfig, build_optimizer, freeze_unused, open_dataset, per_batch, train
+from dalib.model import DepthAnything, cpu_has_native_bf16
+from dalib.train import (BatchPlan, TrainConfig, build_optimizer, freeze_unused, open_dataset, per_batch, train,
+                         use_autocast)
 from dalib.transforms import JointTransform
 
 # dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets
@@ -92,19 +96,19 @@ def loop_rate(cfg: TrainConfig) -> tuple[float, dict]:
     return statistics.median(dt), res
 
 
-def bare_rate(cfg: TrainConfig, batch: dict, device: torch.device, steps: int) -> tuple[float, float | None]:
-    """Seconds per forward + backward + optimiser step on one fixed batch; FLOPs of one forward + backward."""
+def bare_rate(cfg: TrainConfig, batch: dict, device: torch.device, steps: int, amp: bool) -> tuple[float, float | None]:
+    """Seconds per forward + backward + optimiser step on one fixed batch (bf16 autocast when `amp`); FLOPs of
+    one forward + backward."""
     torch.manual_seed(cfg.seed)
     model = DepthAnything(cfg.encoder, cfg.version).to(device).train()
     model.grad_checkpointing = cfg.grad_checkpointing
     freeze_unused(model, device)
     opt, _ = build_optimizer(model, cfg)
     x = batch["image"].to(device)
-    use_amp = cfg.amp and device.type == "cuda"
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             pred = model(x)
         pred.float().mean().backward()
         opt.step()
@@ -128,6 +132,28 @@ def bare_rate(cfg: TrainConfig, batch: dict, device: torch.device, steps: int) -
         sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times), flops
+
+
+def cpu_bf16_vs_fp32(cfg: TrainConfig, batch: dict, device: torch.device, steps: int) -> dict:
+    """The bare step in fp32 and under bf16 autocast (forced, whatever the detection says), interleaved twice
+    so that a load change hits both; prints the speed-up and the loss difference of one forward."""
+    fp32 = min(bare_rate(cfg, batch, device, steps, False)[0], bare_rate(cfg, batch, device, steps, False)[0])
+    bf16 = min(bare_rate(cfg, batch, device, steps, True)[0], bare_rate(cfg, batch, device, steps, True)[0])
+    torch.manual_seed(cfg.seed)
+    model = DepthAnything(cfg.encoder, cfg.version).eval()
+    with torch.no_grad():
+        ref = model(batch["image"]).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(batch["image"]).float()
+    err = float((low - ref).abs().mean() / ref.abs().mean())
+    native = cpu_has_native_bf16()
+    print(f"{'bare fp32 (cpu)':24s}{cfg.batch_size / fp32:12.2f}")
+    print(f"{'bare bf16 autocast (cpu)':24s}{cfg.batch_size / bf16:12.2f}{fp32 / bf16:9.2f}x  speed-up over fp32; "
+          f"output differs by {err:.2%} (mean relative)")
+    print(f"{'':24s}native bf16 on this CPU: {'yes' if native else 'no'} -> dalib.train uses "
+          f"{'bf16' if native and cfg.amp else 'fp32'} here")
+    return {"cpu_fp32_images_per_s": cfg.batch_size / fp32, "cpu_bf16_images_per_s": cfg.batch_size / bf16,
+            "cpu_bf16_speedup": fp32 / bf16, "cpu_bf16_output_rel_diff": err, "cpu_native_bf16": native}
 
 
 def data_rate(cfg: TrainConfig, batches: int) -> float:
@@ -178,15 +204,16 @@ def main(argv=None):
                               "cpu" if args.device == "auto" else args.device)
         batch = BatchPlan([open_dataset(cfg.datasets[0], "train")], [args.batch_size], ["auto"], JointTransform(args.crop), 0)[0]
         # bare before and after the loop, the faster one counts: a load spike cannot flatter the loop
-        bare_a, flops = bare_rate(cfg, batch, device, max(5, args.steps))
+        amp = use_autocast(cfg, device)  # what the loop does on this device
+        bare_a, flops = bare_rate(cfg, batch, device, max(5, args.steps), amp)
         loop_s, res = loop_rate(cfg)
-        bare_b, _ = bare_rate(cfg, batch, device, max(5, args.steps))
+        bare_b, _ = bare_rate(cfg, batch, device, max(5, args.steps), amp)
         bare_s = min(bare_a, bare_b)
         loop_ips, bare_ips = args.batch_size / loop_s, args.batch_size / bare_s
         dr = data_rate(cfg, max(6, args.steps // 2))
         out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
                "encoder": args.encoder, "crop": args.crop, "batch_size": args.batch_size, "steps": args.steps,
-               "num_workers": args.num_workers, "amp_bf16": device.type == "cuda",
+               "num_workers": args.num_workers, "amp_bf16": amp,
                "loop_images_per_s": loop_ips, "bare_images_per_s": bare_ips, "loop_over_bare": loop_s / bare_s,
                "data_pipeline_images_per_s": dr, "data_over_loop": dr / loop_ips,
                "generator_images_per_s": gen_rate, "generator_over_loop": gen_rate / loop_ips if gen_rate else None}
@@ -197,6 +224,8 @@ def main(argv=None):
         if gen_rate:
             print(f"{'synth generator':24s}{gen_rate:12.2f}{gen_rate / loop_ips:9.1f}x  (offline: datasets are "
                   "materialised once by dalib.data.build, not rendered per step)")
+        if device.type == "cpu":
+            out.update(cpu_bf16_vs_fp32(cfg, batch, device, max(5, args.steps)))
         if device.type == "cuda" and flops:
             achieved = flops / bare_s / 1e12  # flops counted for one fwd+bwd of the batch
             peak = peak_tflops(out["device"])

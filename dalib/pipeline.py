@@ -62,8 +62,11 @@ def available_profiles(config_dir: Path = CONFIG_DIR) -> list[str]:
     return sorted(p.stem for p in Path(config_dir).glob("*.yaml"))
 
 
-def load_profile(profile: str, config_dir: Path = CONFIG_DIR) -> dict:
-    """configs/<profile>.yaml as {"parameters": {...}, "notebooks": {stem: {...}}, ...}."""
+def load_profile(profile: str, config_dir: Path = CONFIG_DIR, _chain: tuple = ()) -> dict:
+    """configs/<profile>.yaml as {"parameters": {...}, "notebooks": {stem: {...}}, ...}.
+
+    A profile with `extends: BASE` starts from BASE's parameters and notebook sections and changes only the
+    values it names (e.g. `cpu-study` = `cpu` plus the ablations)."""
     path = config_dir / f"{profile}.yaml"
     if not path.is_file():
         known = available_profiles(config_dir)
@@ -77,7 +80,19 @@ def load_profile(profile: str, config_dir: Path = CONFIG_DIR) -> dict:
     for stem, over in (cfg.get("notebooks") or {}).items():
         if not isinstance(over or {}, dict):
             raise PipelineError(f"{path}: field 'notebooks.{stem}' must be a mapping of parameter names to values")
-    return cfg
+    base = cfg.pop("extends", None)
+    if base is None:
+        return cfg
+    if base == profile or base in _chain:
+        raise PipelineError(f"{path}: 'extends: {base}' makes a cycle ({' -> '.join((*_chain, profile, base))})")
+    merged = load_profile(str(base), config_dir, (*_chain, profile))
+    merged["parameters"] = {**(merged.get("parameters") or {}), **(cfg.get("parameters") or {})}
+    notebooks = dict(merged.get("notebooks") or {})
+    for stem, over in (cfg.get("notebooks") or {}).items():
+        notebooks[stem] = {**(notebooks.get(stem) or {}), **(over or {})}
+    merged["notebooks"] = notebooks
+    merged.update({k: v for k, v in cfg.items() if k not in ("parameters", "notebooks")})
+    return merged
 
 
 def declared_parameters(nb_path: Path) -> dict:

@@ -213,3 +213,30 @@ def test_seeds_command_line_with_notebooks_fails_then_resumes(tmp_path, capsys):
     assert agg["07_evaluation"]["table"]["x"]["photo"]["abs_rel"]["values"] == pytest.approx([0.1, 0.11, 0.12])
     assert agg["claims"]["c"]["differences"] == pytest.approx([0.1, 0.11, 0.12]) and agg["claims"]["c"]["held"] is True
     assert "0.110 ± 0.010" in (run / "report.md").read_text()
+
+
+def test_profile_extends_another_and_cycles_are_named(tmp_path):
+    from dalib.pipeline import PipelineError, load_profile
+
+    (tmp_path / "base.yaml").write_text("description: base\nparameters: {seed: 0, a: 1}\n"
+                                        "notebooks: {n1: {x: 1, y: 2}, n2: {z: 3}}\n")
+    (tmp_path / "child.yaml").write_text("extends: base\ndescription: child\nparameters: {a: 5}\nnotebooks: {n1: {y: 9}}\n")
+    cfg = load_profile("child", tmp_path)
+    assert cfg["description"] == "child" and "extends" not in cfg
+    assert cfg["parameters"] == {"seed": 0, "a": 5}
+    assert cfg["notebooks"] == {"n1": {"x": 1, "y": 9}, "n2": {"z": 3}}
+    (tmp_path / "loop1.yaml").write_text("extends: loop2\n")
+    (tmp_path / "loop2.yaml").write_text("extends: loop1\n")
+    with pytest.raises(PipelineError, match="cycle"):
+        load_profile("loop1", tmp_path)
+
+
+def test_shipped_profiles_load():
+    from dalib.pipeline import available_profiles, load_profile
+
+    names = available_profiles()
+    assert {"smoke", "cpu", "gpu", "cpu-study", "gpu-smoke"} <= set(names)
+    study, cpu = load_profile("cpu-study"), load_profile("cpu")
+    assert study["notebooks"]["06_student_training"]["ablations"] is True
+    assert cpu["notebooks"]["06_student_training"]["ablations"] is False
+    assert study["notebooks"]["04_teacher_training"] == cpu["notebooks"]["04_teacher_training"]
