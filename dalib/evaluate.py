@@ -182,7 +182,7 @@ def input_dependence(preds, depth, mask=None, *, shift: int = 1) -> dict:
     when its predictions are paired with the wrong images. Returns {"abs_rel", "abs_rel_shuffled", "gain",
     "n_images"}.
     """
-    p = torch.as_tensor(np.asarray(preds, dtype=np.float32))
+    p = torch.tensor(np.asarray(preds, dtype=np.float32))  # a copy: constant predictors hand in read-only views
     t = torch.as_tensor(np.asarray(depth, dtype=np.float32))
     m = None if mask is None else torch.as_tensor(np.asarray(mask, dtype=bool))
     n = p.shape[0]
