@@ -137,8 +137,8 @@ def bare_rate(cfg: TrainConfig, batch: dict, device: torch.device, steps: int, a
 def cpu_bf16_vs_fp32(cfg: TrainConfig, batch: dict, device: torch.device, steps: int) -> dict:
     """The bare step in fp32 and under bf16 autocast (forced, whatever the detection says), interleaved twice
     so that a load change hits both; prints the speed-up and the loss difference of one forward."""
-    fp32 = min(bare_rate(cfg, batch, device, steps, False)[0], bare_rate(cfg, batch, device, steps, False)[0])
-    bf16 = min(bare_rate(cfg, batch, device, steps, True)[0], bare_rate(cfg, batch, device, steps, True)[0])
+    runs = [bare_rate(cfg, batch, device, steps, amp)[0] for amp in (False, True, False, True)]
+    fp32, bf16 = min(runs[0::2]), min(runs[1::2])
     torch.manual_seed(cfg.seed)
     model = DepthAnything(cfg.encoder, cfg.version).eval()
     with torch.no_grad():

@@ -738,12 +738,14 @@ def read_index(path: Path) -> dict | None:
 
 
 def build_status(name: str, split: str, *, root=None, height=None, width=None) -> dict:
-    """What is on disk for a generator split: {"n": complete sample count or None, "shards": k, "ok": bool}."""
+    """What is on disk for a generator split: {"n": complete sample count or None, "shards": k, "ok": bool};
+    ok = complete, intact, and built with the current engine's parameters (e.g. the style's version)."""
     d = split_dir(name, split, root=root, height=height, width=width)
     index = read_index(d / "index.json")
     if index is None:
         return {"dir": str(d), "n": None, "shards": 0, "ok": False}
-    ok = index.get("n") is not None and all(shard_ok(d / k, e, full=False) for k, e in index["shards"].items())
+    current = _same_build(index.get("params"), _generator_params(get_manifest(name), split, height, width))
+    ok = current and index.get("n") is not None and all(shard_ok(d / k, e, full=False) for k, e in index["shards"].items())
     return {"dir": str(d), "n": index.get("n"), "shards": len(index["shards"]), "ok": ok}
 
 
@@ -752,10 +754,9 @@ def _load_generator(m: dict, split: str, *, root, n, height, width):
 
     st = build_status(m["name"], split, root=root, height=height, width=width)
     want = n if n is not None else (st["n"] or _split_entry(m, split)["size"])
+    if not (st["ok"] and st["n"] >= want):  # first use, a larger n, a damaged shard, or built by an older engine
+        build(m["name"], split, max(want, st["n"] or 0), root=root, height=height, width=width, verify=True)
     d = Path(st["dir"])
-    current = _same_build((read_index(d / "index.json") or {}).get("params"), _generator_params(m, split, height, width))
-    if not (st["ok"] and current and st["n"] >= want):  # first use, a larger n, a damaged shard, or built by an
-        build(m["name"], split, max(want, st["n"] or 0), root=root, height=height, width=width, verify=True)  # older engine
     index = read_index(d / "index.json")
     parts = [datasets.load_from_disk(str(d / key)) for key in sorted(index["shards"])]
     ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
