@@ -132,6 +132,9 @@ def _build_encoder(cfg: ModelConfig) -> nn.Module:
 
 
 # ============================================================================ DPT head (official names)
+INIT_OUTPUT_BIAS = 1.0  # bias of the head's last conv at random init (relative disparity is shift-free)
+
+
 class ResidualConvUnit(nn.Module):
     """out = x + conv2(relu(conv1(relu(x)))) (official `ResidualConvUnit`, bn=False)."""
 
@@ -201,6 +204,12 @@ class DPTHead(nn.Module):
             nn.Conv2d(c[3], c[3], kernel_size=3, stride=2, padding=1),
         ])
         self.scratch = _Scratch(out_channels, features)
+        # Random init keeps the output alive. The last conv's pre-activation is its bias plus a term ~100x
+        # smaller (the features reaching it are ~0.03 at init), so PyTorch's default bias, uniform in
+        # +-1/sqrt(32), decides alone whether the final ReLU passes: for half the seeds it is negative and
+        # the untrained model outputs 0 at (nearly) every pixel, with zero gradient, and never learns.
+        # A positive bias starts every pixel in the ReLU's linear part. Loaded weights replace it.
+        nn.init.constant_(self.scratch.output_conv2[2].bias, INIT_OUTPUT_BIAS)
 
     def forward(self, feats: Sequence[Tensor], ph: int, pw: int) -> Tensor:
         maps = []

@@ -310,6 +310,20 @@ def test_training_step_and_checkpointing():
     torch.testing.assert_close(m.pretrained.blocks[0].attn.qkv.weight.grad, g1, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_random_init_output_is_alive(seed):
+    # Without the head's positive output bias, most seeds give a model that outputs 0 at >90% of
+    # the pixels (final ReLU) and gets no gradient there; such a run cannot learn.
+    torch.manual_seed(seed)
+    m = M.DepthAnything("vitt").train()
+    x = torch.randn(4, 3, 56, 70, generator=torch.Generator().manual_seed(100 + seed))
+    disp = m(x)
+    assert (disp > 0).float().mean().item() == 1.0
+    disp.std().backward()  # a loss that depends on the map's variation, as the SSI loss does
+    g = m.pretrained.blocks[0].attn.qkv.weight.grad
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
 def test_network_size_matches_official_resize():
     # lower_bound resize to 518, multiple of 14: values worked out by hand from the official rule
     assert M.network_size(480, 640) == (518, 686)  # scale 1.0792: 690.7 -> 49.3 patches -> 49
