@@ -384,8 +384,6 @@ class DepthAnything(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "DepthAnything":
         """Load a directory written by `save_pretrained` (strict)."""
-        from safetensors.torch import load_file
-
         d = Path(directory)
         cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE
         for p in (cfg_path, w_path):
@@ -399,7 +397,7 @@ class DepthAnything(nn.Module):
             c = cfg["config"]
             enc = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
         model = cls(enc, version=cfg.get("version", "v2"))
-        _load_strict(model, load_file(str(w_path)), str(w_path))
+        _load_strict(model, read_safetensors(w_path), str(w_path))
         return model.to(map_location)
 
 
@@ -624,13 +622,42 @@ def hf_config(encoder: str, version: str = "v2") -> dict:
 
 
 # ============================================================================ loading any checkpoint
+_WEIGHT_FORMATS = ("expected a safetensors file, or a PyTorch state dict saved with torch.save "
+                   "(.pth/.pt/.bin, read with weights_only=True: tensors only, never arbitrary objects)")
+
+
+def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict:
+    """A .safetensors file -> {name: tensor}; a file that is not one raises ValueError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=device)
+    except SafetensorError as e:  # its message names neither the file nor what a weights file should be
+        raise ValueError(f"{path}: not a readable safetensors weights file ({e}); {_WEIGHT_FORMATS}") from None
+
+
+def _torch_load_weights(path: Path):
+    """torch.load(weights_only=True), with an error for files that are not tensors-only checkpoints.
+
+    torch's own error for such a file suggests `weights_only=False`, i.e. running the file's pickled code;
+    this message does not, and names the file instead."""
+    import pickle
+    import zipfile
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: not a readable weights file: torch.load(weights_only=True) rejected it "
+                         f"({type(e).__name__}): it is not a PyTorch checkpoint, or it holds objects other than "
+                         f"tensors, which are never unpickled; {_WEIGHT_FORMATS}") from None
+
+
 def _read_state_dict(path: Path) -> dict:
     """A .safetensors or torch pickle (.pth/.pt/.bin) file -> flat state dict (never unpickles objects)."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+        return read_safetensors(path)
+    sd = _torch_load_weights(path)
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]

@@ -246,6 +246,26 @@ def test_official_layout_loads_strictly(tmp_path):
                                                     sd["pretrained.blocks.3.ls1.gamma"])
 
 
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors", ".bin"])
+def test_a_file_that_is_not_weights_says_so(tmp_path, suffix):
+    path = tmp_path / f"random{suffix}"
+    path.write_bytes(np.random.default_rng(0).bytes(1 << 16))
+    with pytest.raises(ValueError, match="not a readable") as err:
+        M.load_weights(path)
+    msg = str(err.value)
+    assert str(path) in msg and "weights_only=False" not in msg
+
+
+def test_a_pickle_with_objects_is_refused_without_running_it(tmp_path):
+    import datetime
+
+    path = tmp_path / "objects.pth"  # a datetime is not on torch's weights-only allow list
+    torch.save({"pretrained.pos_embed": torch.zeros(1, 5, 192), "saved": datetime.date(2026, 1, 1)}, path)
+    with pytest.raises(ValueError, match="never unpickled") as err:
+        M.load_weights(path)
+    assert str(path) in str(err.value) and "weights_only=False" not in str(err.value)
+
+
 def test_official_layout_errors_name_the_key():
     sd = {k: torch.zeros(v) for k, v in official_vits_shapes().items()}
     broken = dict(sd)
