@@ -152,6 +152,18 @@ class TrainConfig:
         for name in ("batch_size", "steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)}; expected >= 1")
+        positive = ("lr_encoder", "decoder_lr_mult")
+        non_negative = ("poly_power", "weight_decay", "grad_clip", "gm_weight")
+        for name in positive + non_negative:
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 if name in positive else v >= 0)
+            if not ok:
+                raise ValueError(f"TrainConfig.{name}={v!r}; expected a finite number {'> 0' if name in positive else '>= 0'}")
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            raise ValueError(f"TrainConfig.betas={self.betas!r}; expected two numbers in [0, 1)")
+        for s in self.sources():
+            if not (math.isfinite(s["weight"]) and s["weight"] >= 0):
+                raise ValueError(f"TrainConfig.loss_weights: {s['weight']} for {_describe(s['dataset'])}; expected a finite number >= 0")
         if self.align not in ("median", "lstsq"):
             raise ValueError(f"TrainConfig.align={self.align!r}; expected 'median' or 'lstsq'")
         if self.reduction not in ("image", "batch"):
@@ -680,11 +692,11 @@ def _resume(cfg: TrainConfig, out_dir: Path, model: nn.Module, optimizer, schedu
     ckpt = latest_checkpoint(out_dir) if cfg.resume else None
     if ckpt is None:
         return None, 0
-    from safetensors.torch import load_file
+    from dalib.model import WEIGHTS_FILE, read_safetensors
 
     saved_cfg = json.loads((out_dir / CONFIG_FILE).read_text())["config"] if (out_dir / CONFIG_FILE).is_file() else {}
     _check_resume(saved_cfg, cfg)
-    model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(device)), strict=True)
+    model.load_state_dict(read_safetensors(ckpt / WEIGHTS_FILE, device=str(device)), strict=True)
     state = load_train_state(ckpt)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -954,7 +966,11 @@ def config_from_mapping(values: dict, where: str) -> TrainConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = config_from_args(argv)
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:  # bad settings or data, or a diverged run
+        print(f"dalib.train: error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, FloatingPointError) else 2
     if _dist_env()[0] == 0:
         print(json.dumps(result, default=str))
     return 0

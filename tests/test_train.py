@@ -110,7 +110,23 @@ def test_config_errors_name_the_field(scenes):
         TrainConfig(datasets=[scenes, scenes], ratios=[1, 1], batch_size=6).validate(world_size=2)
     with pytest.raises(ValueError, match="TrainConfig.warmup_steps"):
         TrainConfig(datasets=[scenes], steps=5, warmup_steps=5).validate()
-    assert per_batch(TrainConfig(datasets=[scenes, scenes], ratios=[1, 2], batch_size=6)) == [2, 4]
+    for field_name, bad in (("lr_encoder", -1.0), ("lr_encoder", 0.0), ("lr_encoder", float("nan")),
+                            ("decoder_lr_mult", float("inf")), ("weight_decay", -0.01), ("grad_clip", -1.0)):
+        with pytest.raises(ValueError, match=f"TrainConfig.{field_name}="):
+            TrainConfig(datasets=[scenes], **{field_name: bad}).validate()
+    with pytest.raises(ValueError, match="TrainConfig.betas"):
+        TrainConfig(datasets=[scenes], betas=(0.9, 1.0)).validate()
+    with pytest.raises(ValueError, match="TrainConfig.loss_weights: nan"):
+        TrainConfig(datasets=[scenes], loss_weights=[float("nan")]).validate()
+
+
+def test_cli_rejects_a_negative_learning_rate(scenes_dir, tmp_path, capsys):
+    from dalib.train import main
+
+    out = tmp_path / "run"
+    rc = main(cli(scenes_dir, out, 1, lr_encoder=-1))
+    assert rc == 2 and "TrainConfig.lr_encoder=-1.0" in capsys.readouterr().err
+    assert not (out / "result.json").exists()
 
 
 def test_lr_schedule_warmup_then_poly():
