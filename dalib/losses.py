@@ -2,7 +2,7 @@
 
 All maps are (B, H, W); `mask` is bool and selects the valid set V of each image. Every function is
 batched (no Python loop over images), runs on CPU and CUDA, and never returns NaN/inf in value or
-gradient, whatever the masked-out pixels hold.
+gradient, whatever the masked-out pixels hold. A NaN or inf target pixel counts as masked out.
 
     ssi_loss                scale-and-shift-invariant loss (V1 Eq. 1-3; MiDaS least-squares variant)
     gradient_matching_loss  multi-scale gradient matching on the aligned residual (MiDaS)
@@ -26,7 +26,9 @@ def _check(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         raise ValueError(
             f"pred {tuple(pred.shape)}, target {tuple(target.shape)} and mask {tuple(mask.shape)} must have one shape"
         )
-    return mask.to(torch.bool)
+    # One rule for non-finite labels: a NaN or +-inf target pixel is unlabelled, whatever the mask says
+    # (as `dalib.evaluate` does). A non-finite *prediction* is left to propagate: the training loop stops on it.
+    return mask.to(torch.bool) & torch.isfinite(target)
 
 
 def _sorted_valid(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:

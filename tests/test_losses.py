@@ -166,6 +166,27 @@ def test_batch_and_image_reductions_agree_with_equal_valid_counts(seed, align, t
     assert a.item() == pytest.approx(b.item(), rel=1e-10)
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=maps, align=st.sampled_from(ALIGNS), bad=st.sampled_from([math.nan, math.inf, -math.inf]),
+       n_bad=st.integers(1, 40), trim=st.sampled_from([0.0, 0.1]))
+def test_non_finite_targets_count_as_unlabelled(seed, align, bad, n_bad, trim):
+    """A NaN/inf target pixel inside the mask gives exactly the loss and gradient of masking it out."""
+    pred, target, mask = _random_case(seed)
+    g = torch.Generator().manual_seed(seed + 7)
+    where = torch.zeros(target.numel(), dtype=torch.bool)
+    where[torch.randperm(target.numel(), generator=g)[:n_bad]] = True
+    where = where.reshape(target.shape)
+    poisoned = target.masked_fill(where, bad)
+    for loss in (ssi_loss, gradient_matching_loss, lambda *a, **k: depth_loss(*a, **k)["total"]):
+        kw = dict(align=align) if loss is gradient_matching_loss else dict(align=align, trim=trim)
+        p1, p2 = pred.clone().requires_grad_(), pred.clone().requires_grad_()
+        got = loss(p1, poisoned, mask, **kw)
+        want = loss(p2, target, mask & ~where, **kw)
+        (g1,), (g2,) = torch.autograd.grad(got, p1), torch.autograd.grad(want, p2)
+        assert torch.isfinite(got) and got.item() == pytest.approx(want.item(), rel=1e-12, abs=1e-12)
+        assert torch.isfinite(g1).all() and torch.allclose(g1, g2, rtol=1e-10, atol=1e-12)
+
+
 def test_trim_drops_the_top_share_of_residuals():
     pred, target, mask = _random_case(3, b=4, h=40, w=40)
     full = ssi_loss(pred, target, mask)
