@@ -749,14 +749,31 @@ def build_status(name: str, split: str, *, root=None, height=None, width=None) -
     return {"dir": str(d), "n": index.get("n"), "shards": len(index["shards"]), "ok": ok}
 
 
+_VERIFIED: set[tuple[str, str]] = set()  # (shard folder, sha256) whose bytes this process has checked in full
+
+
+def _shards_verified(d: Path, index: dict) -> bool:
+    """Every shard of a split folder matches its sha256, each checked once per process: a shard whose bytes
+    changed but not its size (which `build_status` alone would pass) is caught before it is served."""
+    for key, entry in index["shards"].items():
+        tag = (str(d / key), str(entry.get("sha256")))
+        if tag not in _VERIFIED:
+            if not shard_ok(d / key, entry, full=True):
+                return False
+            _VERIFIED.add(tag)
+    return True
+
+
 def _load_generator(m: dict, split: str, *, root, n, height, width):
     import datasets
 
     st = build_status(m["name"], split, root=root, height=height, width=width)
     want = n if n is not None else (st["n"] or _split_entry(m, split)["size"])
-    if not (st["ok"] and st["n"] >= want):  # first use, a larger n, a damaged shard, or built by an older engine
-        build(m["name"], split, max(want, st["n"] or 0), root=root, height=height, width=width, verify=True)
     d = Path(st["dir"])
+    if not (st["ok"] and st["n"] >= want and _shards_verified(d, read_index(d / "index.json"))):
+        # first use, a larger n, a damaged shard, or built by an older engine: (re)build what is missing
+        build(m["name"], split, max(want, st["n"] or 0), root=root, height=height, width=width, verify=True)
+        _VERIFIED.update((str(d / k), str(e.get("sha256"))) for k, e in read_index(d / "index.json")["shards"].items())
     index = read_index(d / "index.json")
     parts = [datasets.load_from_disk(str(d / key)) for key in sorted(index["shards"])]
     ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]

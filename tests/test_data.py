@@ -420,6 +420,30 @@ def test_interrupted_build_resumes_and_damaged_shard_is_rebuilt(tmp_path, fake_s
         np.testing.assert_array_equal(again[k], reference[k])
 
 
+@pytest.mark.parametrize("where", ["middle", "start"])
+def test_load_never_serves_a_shard_whose_bytes_changed(tmp_path, fake_synth, monkeypatch, where):
+    """Same size, other bytes: a new process's first load checks every shard's sha256 and rebuilds it."""
+    args = dict(root=tmp_path, height=16, width=20)
+    reference = D.load("synth-indoor", "train", n=40, **args).with_format("numpy")[:40]
+    out = Path(D.build_status("synth-indoor", "train", **args)["dir"])
+    arrow = next((out / "shard-00000").glob("*.arrow"))
+    blob = bytearray(arrow.read_bytes())
+    at = len(blob) // 2 if where == "middle" else 0
+    n_bytes = min(4096, len(blob) // 4) if where == "middle" else 64
+    blob[at:at + n_bytes] = np.random.default_rng(1).bytes(n_bytes)
+    arrow.write_bytes(bytes(blob))
+    assert D.build_status("synth-indoor", "train", **args)["ok"]  # sizes alone do not see it
+    monkeypatch.setattr(D, "_VERIFIED", set())  # as in a new process
+    fake_synth.clear()
+    again = D.load("synth-indoor", "train", n=40, **args).with_format("numpy")[:40]
+    assert [start for _, start, _ in fake_synth] == [0, 32]  # the damaged shard was regenerated (in chunks of 32)
+    for k in ("depth", "mask", "image", "index"):
+        np.testing.assert_array_equal(again[k], reference[k])
+    fake_synth.clear()
+    D.load("synth-indoor", "train", n=40, **args)  # verified once per process: no second hashing or rebuild
+    assert fake_synth == []
+
+
 def test_sensor_variant_and_heldout_photo_split(tmp_path, fake_synth):
     ds = D.load("synth-stereo", "train", root=tmp_path, n=4, height=8, width=10).with_format("numpy")[:4]
     assert ds["depth_exact"].dtype == np.float32 and ds["depth"].shape == (4, 8, 10)
