@@ -421,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as e:
         print(f"pipeline: FAILED: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # e.g. a run folder that cannot be created or written (its message names the path)
+        print(f"pipeline: FAILED: cannot write the run folder {run_dir}: {e}", file=sys.stderr)
+        return 1
     print(f"pipeline: done in {seconds:.1f} s; report: {Path(run_dir) / 'report.md'}")
     return 0
 

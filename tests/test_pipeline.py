@@ -240,3 +240,14 @@ def test_shipped_profiles_load():
     assert study["notebooks"]["06_student_training"]["ablations"] is True
     assert cpu["notebooks"]["06_student_training"]["ablations"] is False
     assert study["notebooks"]["04_teacher_training"] == cpu["notebooks"]["04_teacher_training"]
+
+
+def test_a_run_folder_that_cannot_be_created_fails_clearly(toy, tmp_path, capsys):
+    nbdir, cfgdir, _ = toy
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    rc = main(["--profile", "smoke", "--run-dir", str(blocker / "run"), "--notebook-dir", str(nbdir),
+               "--config-dir", str(cfgdir)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "pipeline: FAILED: cannot write the run folder" in err and str(blocker) in err
+    assert blocker.read_text() == "not a folder"
