@@ -42,3 +42,44 @@ def test_plot_point_cloud_runs_headless():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_colorize_by_hand():
+    import matplotlib
+
+    from dalib.viz import colorize
+
+    d = np.linspace(0.0, 1.0, 101, dtype=np.float32).reshape(1, 101)
+    mask = np.ones_like(d, bool)
+    mask[0, 50] = False
+    d[0, 60] = np.nan
+    rgb = colorize(d, mask, cmap="viridis", vmin=0.0, vmax=1.0)
+    assert rgb.shape == (1, 101, 3) and rgb.dtype == np.uint8
+    assert (rgb[0, 50] == 0).all() and (rgb[0, 60] == 0).all()  # masked and non-finite pixels are black
+    want = (matplotlib.colormaps["viridis"](np.array([0.0, 0.25, 1.0]))[:, :3] * 255 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(rgb[0, [0, 25, 100]], want)
+    # default range: 2nd..98th percentile of the valid pixels, so the ends saturate and the middle is mid-colour
+    auto = colorize(torch.arange(100.0).reshape(10, 10), cmap="viridis")
+    low, high = (matplotlib.colormaps["viridis"]([0.0, 1.0])[:, :3] * 255 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(auto[0, 0], low)
+    np.testing.assert_array_equal(auto[9, 9], high)
+    # near is warm with the default map: the largest disparity is redder than the smallest
+    warm = colorize(np.array([[0.0, 1.0]]))
+    assert int(warm[0, 1, 0]) - int(warm[0, 1, 2]) > int(warm[0, 0, 0]) - int(warm[0, 0, 2])
+    assert (colorize(np.full((2, 2), np.nan)) == 0).all()  # nothing valid: all black, no warning
+
+
+def test_show_grid_layout_titles_and_colour_maps():
+    import matplotlib.pyplot as plt
+
+    from dalib.viz import show_grid
+
+    ims = [np.zeros((4, 5)), np.ones((4, 5, 3)), torch.rand(4, 5), np.zeros((4, 5))]
+    fig = show_grid(ims, titles=["a", "b", "c", "d"], ncols=3, cmap="magma")
+    axes = fig.axes
+    assert len(axes) == 6 and fig.get_size_inches().tolist() == [9.0, 6.0]  # 2 rows x 3 columns of 3 inches
+    assert [ax.get_title() for ax in axes[:4]] == ["a", "b", "c", "d"]
+    assert [len(ax.images) for ax in axes] == [1, 1, 1, 1, 0, 0]  # the two spare cells stay empty
+    assert axes[0].images[0].get_cmap().name == "magma"  # 2-D maps use the colour map
+    assert axes[1].images[0].get_array().shape == (4, 5, 3)  # RGB shown as is
+    plt.close(fig)
