@@ -303,12 +303,16 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path, scenes_dir, holes):
 
     train(tiny(tmp_path / "single", str(d), steps=4, batch_size=4))
     a, b = final_weights(out), final_weights(tmp_path / "single")
-    # summing gradients over 2 ranks instead of 4 images changes float32 rounding only (~1e-8 absolute);
-    # Adam's update g / sqrt(v) can lift that to ~1e-6..1e-5 on parameters whose gradients are near zero
-    for k in a:
-        assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-5), k
-    diff = torch.cat([(a[k] - b[k]).flatten() for k in a]).norm() / torch.cat([b[k].flatten() for k in a]).norm()
-    assert diff < 1e-5, diff
+    # Summing gradients over 2 ranks instead of 4 images changes float32 rounding only (~1e-8 absolute), and
+    # Adam's update g / sqrt(v) lifts that to ~1e-5 on parameters whose gradients are near zero. The head's last
+    # bias has a gradient of exactly zero up to rounding (the SSI and gradient-matching losses are shift-invariant
+    # and the final ReLU passes at every pixel), so Adam walks it by +-lr per step on noise alone: not compared.
+    shift_only = "depth_head.scratch.output_conv2.2.bias"
+    assert (a.pop(shift_only) - b.pop(shift_only)).abs().max() < 4 * 4 * 1e-3  # steps x decoder lr, with room
+    diff = {k: ((a[k] - b[k]).norm() / b[k].norm().clamp_min(1e-12)).item() for k in a}
+    total = (torch.cat([(a[k] - b[k]).flatten() for k in a]).norm() / torch.cat([b[k].flatten() for k in a]).norm()).item()
+    assert total < 1e-5, total  # measured 7e-8 and 2e-6; a missing rank moves almost every weight by ~lr
+    assert max(diff.values()) < 5e-3, max(diff.items(), key=lambda kv: kv[1])  # measured 1e-4 and 7e-4
     la, lb = log_of(out), log_of(tmp_path / "single")
     assert [r["step"] for r in la] == [1, 2, 3, 4]
     assert np.allclose([r["total"] for r in la], [r["total"] for r in lb], rtol=1e-5)
