@@ -161,9 +161,6 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name}={v!r}; expected a finite number {'> 0' if name in positive else '>= 0'}")
         if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
             raise ValueError(f"TrainConfig.betas={self.betas!r}; expected two numbers in [0, 1)")
-        for s in self.sources():
-            if not (math.isfinite(s["weight"]) and s["weight"] >= 0):
-                raise ValueError(f"TrainConfig.loss_weights: {s['weight']} for {_describe(s['dataset'])}; expected a finite number >= 0")
         if self.align not in ("median", "lstsq"):
             raise ValueError(f"TrainConfig.align={self.align!r}; expected 'median' or 'lstsq'")
         if self.reduction not in ("image", "batch"):
@@ -179,6 +176,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.ratios: {s['ratio']} for {_describe(s['dataset'])}; expected >= 1")
             if not 0 <= s["trim"] < 1:
                 raise ValueError(f"TrainConfig.trims: {s['trim']} for {_describe(s['dataset'])}; expected in [0, 1)")
+            if not (math.isfinite(s["weight"]) and s["weight"] >= 0):
+                raise ValueError(f"TrainConfig.loss_weights: {s['weight']} for {_describe(s['dataset'])}; expected a finite number >= 0")
             if s["target"] not in ("auto", "depth", "disparity"):
                 raise ValueError(f"TrainConfig.targets: {s['target']!r}; expected 'auto', 'depth' or 'disparity'")
         per_batch(self, world_size)
