@@ -770,11 +770,12 @@ def _load_generator(m: dict, split: str, *, root, n, height, width):
     st = build_status(m["name"], split, root=root, height=height, width=width)
     want = n if n is not None else (st["n"] or _split_entry(m, split)["size"])
     d = Path(st["dir"])
-    if not (st["ok"] and st["n"] >= want and _shards_verified(d, read_index(d / "index.json"))):
+    index = read_index(d / "index.json")
+    if not (st["ok"] and st["n"] >= want and _shards_verified(d, index)):
         # first use, a larger n, a damaged shard, or built by an older engine: (re)build what is missing
         build(m["name"], split, max(want, st["n"] or 0), root=root, height=height, width=width, verify=True)
-        _VERIFIED.update((str(d / k), str(e.get("sha256"))) for k, e in read_index(d / "index.json")["shards"].items())
-    index = read_index(d / "index.json")
+        index = read_index(d / "index.json")
+        _VERIFIED.update((str(d / k), str(e.get("sha256"))) for k, e in index["shards"].items())
     parts = [datasets.load_from_disk(str(d / key)) for key in sorted(index["shards"])]
     ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     return ds.select(range(want)) if len(ds) > want else ds
