@@ -377,7 +377,9 @@ def test_build_and_load_round_trip(tmp_path, fake_synth):
 
 def test_interrupted_build_resumes_and_damaged_shard_is_rebuilt(tmp_path, fake_synth, monkeypatch):
     args = dict(root=tmp_path, height=16, width=20, shard_size=2)
-    real_write = D._write_shard
+    from dalib.data import generated
+
+    real_write = generated._write_shard
     written = []
 
     def dying_write(params, start, count, dest, **kw):
@@ -386,10 +388,10 @@ def test_interrupted_build_resumes_and_damaged_shard_is_rebuilt(tmp_path, fake_s
         written.append(start)
         return real_write(params, start, count, dest, **kw)
 
-    monkeypatch.setattr(D, "_write_shard", dying_write)
+    monkeypatch.setattr(generated, "_write_shard", dying_write)
     with pytest.raises(KeyboardInterrupt):
         D.build("synth-outdoor", "test", 6, **args)
-    monkeypatch.setattr(D, "_write_shard", real_write)
+    monkeypatch.setattr(generated, "_write_shard", real_write)
     out = D.split_dir("synth-outdoor", "test", root=tmp_path, height=16, width=20)
     index = json.loads((out / "index.json").read_text())
     assert index["n"] is None and list(index["shards"]) == ["shard-00000"]
@@ -433,7 +435,9 @@ def test_load_never_serves_a_shard_whose_bytes_changed(tmp_path, fake_synth, mon
     blob[at:at + n_bytes] = np.random.default_rng(1).bytes(n_bytes)
     arrow.write_bytes(bytes(blob))
     assert D.build_status("synth-indoor", "train", **args)["ok"]  # sizes alone do not see it
-    monkeypatch.setattr(D, "_VERIFIED", set())  # as in a new process
+    from dalib import shards
+
+    monkeypatch.setattr(shards, "_VERIFIED", set())  # as in a new process
     fake_synth.clear()
     again = D.load("synth-indoor", "train", n=40, **args).with_format("numpy")[:40]
     assert [start for _, start, _ in fake_synth] == [0, 32]  # the damaged shard was regenerated (in chunks of 32)
