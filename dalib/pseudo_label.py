@@ -49,14 +49,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dalib.data import list_features, read_index, save_shard, shard_ok
+from dalib.data import list_features
 from dalib.model import resolve_device
-from dalib.runfiles import atomic_write_json
+from dalib.shards import (FORMAT_VERSION, INDEX_FILE, read_index, shard_complete, shard_grid, shard_name, sweep_temp,
+                          write_index, write_shard)
 
-FORMAT_VERSION = 1  # bump when the layout of out_dir changes
 DEFAULT_SHARD_SIZE = 256  # rows per shard: ~300 MB of float32 labels at 640x480, written as one unit
 DEFAULT_KEEP = ("index", "kind", "path", "meta")  # source metadata copied when present
-INDEX_FILE = "index.json"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -248,10 +247,6 @@ class _Plan:
 # ----------------------------------------------------------------------------------------------------
 # Writing shards
 # ----------------------------------------------------------------------------------------------------
-def _shard_name(k: int) -> str:
-    return f"shard-{k:05d}"
-
-
 def _output_features(src_features, keep: Sequence[str]):
     import datasets
 
@@ -290,24 +285,16 @@ def _write_shard(out: Path, k: int, start: int, raw, src, keep: Sequence[str], l
         cols.update({c: part[c] for c in keep})
     cols["disparity"] = _nested_float32(labels)
     ds = datasets.Dataset.from_dict(cols, features=features)
-    dest = out / _shard_name(k)
+    dest = out / shard_name(k)
     del cols
-    digest, files = save_shard(ds, dest)
-    entry = {"shard": k, "start": start, "rows": count, "sha256": digest, "files": files, **info}
-    atomic_write_json(out / f"{dest.name}.json", entry)
+    entry = {"shard": k, **write_shard(ds, dest, start), **info}
+    write_index(out / f"{dest.name}.json", entry)
     return entry
 
 
 def _complete(out: Path, k: int, start: int, count: int, *, verify: bool) -> bool:
     """Is shard k on disk, with its entry, the expected rows, and files matching the entry?"""
-    entry = read_index(out / f"{_shard_name(k)}.json")
-    return (entry is not None and entry.get("start") == start and entry.get("rows") == count
-            and shard_ok(out / _shard_name(k), entry, full=verify))
-
-
-def _grid(rows: int, shard_size: int) -> list[tuple[int, int, int]]:
-    """[(k, start, count)] of the fixed shard grid over `rows` rows."""
-    return [(k, s, min(shard_size, rows - s)) for k, s in enumerate(range(0, rows, shard_size))]
+    return shard_complete(out / shard_name(k), read_index(out / f"{shard_name(k)}.json"), start, count, full=verify)
 
 
 def _prepare_index(out: Path, params: dict, overwrite: bool) -> dict:
@@ -329,7 +316,7 @@ def _prepare_index(out: Path, params: dict, overwrite: bool) -> dict:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         old = None
     if old is None:
-        atomic_write_json(index_path, params)  # same job from every worker: a race is harmless
+        write_index(index_path, params)  # same job from every worker: a race is harmless
         return params
     return old
 
@@ -393,11 +380,9 @@ def pseudo_label(teacher, source, out_dir, *, split: str | None = None, n: int |
               "disparity": "raw teacher output (relative, >= 0, not normalised)"}
     _prepare_index(out, params, overwrite)
 
-    grid = _grid(len(src), shard_size)
+    grid = shard_grid(len(src), shard_size)
     mine = [grid[k] for k in shards_of(worker, workers, len(grid))]
-    for k, _, _ in mine:  # leftovers of an interrupted write by this worker's shards
-        for stale in out.glob(f".{_shard_name(k)}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+    sweep_temp(out, [shard_name(k) for k, _, _ in mine])  # leftovers of an interrupted write by this worker's shards
     todo = [(k, s, c) for k, s, c in mine if not _complete(out, k, s, c, verify=verify)]
     skipped = sum(c for _, _, c in mine) - sum(c for _, _, c in todo)
     if todo:
@@ -565,7 +550,7 @@ def status(out_dir) -> dict:
     if index is None:
         raise FileNotFoundError(f"{out / INDEX_FILE}: missing or unreadable; {out} is not a pseudo-label folder "
                                 f"(write one with dalib.pseudo_label.pseudo_label)")
-    grid = _grid(index["rows"], index["shard_size"])
+    grid = shard_grid(index["rows"], index["shard_size"])
     ok = [k for k, s, c in grid if _complete(out, k, s, c, verify=False)]
     return {"rows": index["rows"], "shards": len(grid), "complete": ok,
             "missing": [k for k, _, _ in grid if k not in set(ok)]}
@@ -586,7 +571,7 @@ def load_pseudo_labels(out_dir, *, verify: bool = False):
         raise FileNotFoundError(f"{out / INDEX_FILE}: missing or unreadable; {out} is not a pseudo-label folder "
                                 f"(write one with dalib.pseudo_label.pseudo_label)")
     size = index["shard_size"]
-    grid = _grid(index["rows"], size)
+    grid = shard_grid(index["rows"], size)
     missing = [k for k, s, c in grid if not _complete(out, k, s, c, verify=verify)]
     if missing:
         runs = _runs(missing)
@@ -594,7 +579,7 @@ def load_pseudo_labels(out_dir, *, verify: bool = False):
         raise FileNotFoundError(f"{out}: pseudo-labels incomplete: shards {_fmt_runs(runs)} of 0-{len(grid) - 1} "
                                 f"(rows {rows}) are missing or damaged; run dalib.pseudo_label again with the same "
                                 f"arguments (each --shard i/n rebuilds its own shards k with k % n == i)")
-    parts = [datasets.load_from_disk(str(out / _shard_name(k))) for k, _, _ in grid]
+    parts = [datasets.load_from_disk(str(out / shard_name(k))) for k, _, _ in grid]
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
