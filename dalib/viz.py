@@ -75,6 +75,28 @@ def has_widget_frontend() -> bool:
         return False
 
 
+SLIDER_WIDTH = "520px"   # width of the sliders made by interactive_or_static
+
+
+def show_markdown(text: str) -> None:
+    """Show Markdown (a results table, a list of claims) rendered in a notebook; print it elsewhere.
+
+    In a Jupyter kernel (JupyterLab, papermill, nbval) the output is `IPython.display.Markdown`, which
+    JupyterLab draws as an HTML table or list and which keeps `text` as its `text/markdown` form; outside
+    IPython the text is printed as it is. Notebooks 00, 04, 05 and 07.
+    """
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:
+        print(text)
+        return
+    if get_ipython() is None:
+        print(text)
+    else:
+        display(Markdown(text))
+
+
 def interactive_or_static(plot: Callable[..., None], static_values: dict, **sliders) -> None:
     """Show `plot(**values)` with ipywidgets sliders when a front end exists, else once with `static_values`.
 
@@ -87,7 +109,10 @@ def interactive_or_static(plot: Callable[..., None], static_values: dict, **slid
         controls = {}
         for name, spec in sliders.items():
             if isinstance(spec, tuple):
-                spec = widgets.FloatSlider(value=static_values[name], min=spec[0], max=spec[1], step=spec[2])
+                # wide sliders: at the default ~125 px a small drag jumps across the whole range
+                spec = widgets.FloatSlider(value=static_values[name], min=spec[0], max=spec[1], step=spec[2],
+                                           description=name, layout=widgets.Layout(width=SLIDER_WIDTH),
+                                           style={"description_width": "initial"})
             controls[name] = spec
         widgets.interact(plot, **controls)
     else:
