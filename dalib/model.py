@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dalib.distributed import resolve_device  # noqa: F401  (re-exported: dalib.model.resolve_device)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PATCH = 14  # DINOv2 patch size in pixels
@@ -792,20 +794,6 @@ def load_encoder_weights(model: DepthAnything, source=True) -> None:
 
 
 # ============================================================================ preprocessing
-def resolve_device(device=None) -> torch.device:
-    """None / 'auto' -> cuda:LOCAL_RANK when CUDA is there, else mps, else cpu; anything else as given.
-
-    Used by inference (`python -m dalib predict`, pseudo-labelling); training picks its own (dalib.train).
-    """
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
-
-
 def cpu_has_native_bf16() -> bool:
     """Does this CPU compute bfloat16 natively (x86 AVX512-BF16 or AMX-BF16, from /proc/cpuinfo)? Without
     it bf16 autocast on the CPU emulates the format and is slower than fp32. `DALIB_CPU_BF16=0/1` overrides

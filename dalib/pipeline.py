@@ -30,15 +30,13 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from dalib.runfiles import REPO_ROOT, atomic_write_bytes, atomic_write_json, load_metrics, run_dir_path
+from dalib.runfiles import REPO_ROOT, atomic_write_bytes, atomic_write_json, environment_info, load_metrics, run_dir_path
 from dalib.seeds import seed_dir, write_aggregate
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -127,42 +125,6 @@ def resolve_parameters(nb_path: Path, cfg: dict, overrides: dict, run_dir: Path,
 
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def environment_info() -> dict:
-    """Machine, Python and key package versions, for params.json and the report."""
-    from importlib import metadata
-
-    pkgs = {}
-    for name in ("torch", "torchvision", "timm", "datasets", "transformers", "papermill", "numpy"):
-        try:
-            pkgs[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    info = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "packages": pkgs,
-        "git_revision": _git_revision(),
-    }
-    try:
-        import torch
-
-        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except Exception:
-        info["cuda"] = None
-    return info
 
 
 # ----------------------------------------------------------------------------- execution

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from dalib.data import list_features
-from dalib.model import resolve_device
+from dalib.distributed import report_result, resolve_device
 from dalib.shards import (FORMAT_VERSION, INDEX_FILE, read_index, shard_complete, shard_grid, shard_name, sweep_temp,
                           write_index, write_shard)
 
@@ -516,7 +516,7 @@ def launch_pseudo_label(teacher, source, out_dir, *, nproc: int = 1, input_size:
         return pseudo_label(teacher, source, out_dir, input_size=input_size, batch_size=batch_size,
                             overwrite=overwrite, progress=progress, **kw)
     from dalib.data import dataset_on_disk
-    from dalib.train import run_torchrun
+    from dalib.distributed import run_torchrun
 
     if not isinstance(teacher, (str, os.PathLike)):
         raise ValueError("launch_pseudo_label with nproc > 1 needs the teacher as a path (checkpoint folder or "
@@ -534,11 +534,10 @@ def launch_pseudo_label(teacher, source, out_dir, *, nproc: int = 1, input_size:
     if overwrite:
         args.append("--overwrite")
     t0 = time.perf_counter()
-    proc = run_torchrun("dalib.pseudo_label", args, nproc)
+    results = run_torchrun("dalib.pseudo_label", args, nproc)  # each rank's summary (see `main`)
     seconds = time.perf_counter() - t0
     st = status(out)
-    # every rank prints "shard i/n: labelled X images (Y already done) ..." (see `main`)
-    images = sum(int(m) for m in re.findall(r"^shard \d+/\d+: labelled (\d+) images", proc.stdout, re.M))
+    images = sum(r["images"] for r in results)
     return {"images": images, "skipped": st["rows"] - images, "shards": st["shards"], "seconds": seconds,
             "images_per_s": images / seconds if seconds > 0 else 0.0, "out_dir": str(out), "complete": not st["missing"]}
 
@@ -688,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    report_result(res)
     print(f"shard {shard[0]}/{shard[1]}: labelled {res['images']} images ({res['skipped']} already done) in "
           f"{res['seconds']:.1f} s = {res['images_per_s']:.1f} images/s -> {res['out_dir']}"
           + ("" if res["complete"] else " (other shards still missing)"))

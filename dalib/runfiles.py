@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -96,3 +98,40 @@ def record_report_section(run_dir, name: str, markdown: str) -> Path:
     if not name or "/" in name:
         raise ValueError(f"name must be a plain name, got {name!r}")
     return atomic_write_bytes(run_dir_path(run_dir) / "report" / f"{name}.md", markdown.encode())
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment_info() -> dict:
+    """Machine, Python, key package versions and git revision, for params.json, a training run's
+    config.json and the report."""
+    from importlib import metadata
+
+    pkgs = {}
+    for name in ("torch", "torchvision", "timm", "datasets", "transformers", "papermill", "numpy"):
+        try:
+            pkgs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": pkgs,
+        "git_revision": _git_revision(),
+    }
+    try:
+        import torch
+
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:
+        info["cuda"] = None
+    return info

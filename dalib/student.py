@@ -228,9 +228,9 @@ class StudentHooks(TrainHooks):
             raise ValueError(f"StudentHooks.perturbed={self.perturbed}, but TrainConfig has {len(self.shares)} datasets")
 
     def setup(self, model: nn.Module, cfg: TrainConfig, device: torch.device) -> None:
-        from dalib.train import _dist_env
+        from dalib.distributed import dist_env
 
-        rank, world, _ = _dist_env()
+        rank, world, _ = dist_env()
         self.bind(cfg, rank, world)
         if self.frozen_source is not None and self.frozen is None:
             from dalib.model import DepthAnything
@@ -310,7 +310,8 @@ def preview_batch(cfg: TrainConfig, hooks: StudentHooks, step: int = 0) -> tuple
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m dalib.student --config run.yaml`: TrainConfig fields plus a `student` mapping (the
     `StudentHooks.to_spec()` fields); under torchrun every rank runs it (what `dalib.train.launch` starts)."""
-    from dalib.train import _dist_env, config_from_mapping, read_config_file, train
+    from dalib.distributed import dist_env, report_result
+    from dalib.train import config_from_mapping, read_config_file, train
 
     ap = argparse.ArgumentParser(prog="python -m dalib.student", description=main.__doc__.split("\n")[0])
     ap.add_argument("--config", required=True, help="YAML/JSON: TrainConfig fields + `student:` (StudentHooks spec)")
@@ -320,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if spec is None:
         raise ValueError(f"{args.config}: no `student` mapping (perturbed, frozen, feat_weight, margin, perturb)")
     result = train(config_from_mapping(raw, args.config), StudentHooks.from_spec(spec))
-    if _dist_env()[0] == 0:
+    report_result(result)
+    if dist_env()[0] == 0:
         print(json.dumps(result, default=str))
     return 0
 

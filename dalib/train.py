@@ -52,7 +52,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from dalib.runfiles import atomic_write_bytes, atomic_write_json
+from dalib.distributed import dist_env, report_result, resolve_device, run_torchrun
+from dalib.runfiles import atomic_write_bytes, atomic_write_json, environment_info
 from dalib.transforms import JointTransform, row_to_sample, sample_generator
 
 STATE_FILE = "train_state.pt"
@@ -484,20 +485,8 @@ def _clean_partial(out_dir: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-# ============================================================================ distributed
-def _dist_env() -> tuple[int, int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-
-
-def _resolve_device(cfg: TrainConfig, local_rank: int) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(cfg.device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"TrainConfig.device={cfg.device!r} but CUDA is not available")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
-    return dev
+def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
+    return resolve_device(cfg.device, local_rank=local_rank, mps=False, what="TrainConfig.device")
 
 
 # ============================================================================ the loop
@@ -550,8 +539,8 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
     rank 0 writes the files. Notebooks 04 (teacher) and 06 (student, with `hooks`).
     """
     hooks = hooks or TrainHooks()
-    rank, world, local_rank = _dist_env()
-    device = _resolve_device(cfg, local_rank)
+    rank, world, local_rank = dist_env()
+    device = _device(cfg, local_rank)
     own_group = False
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
@@ -595,22 +584,7 @@ def launch(cfg: TrainConfig, nproc: int = 1, hooks: TrainHooks | None = None) ->
         module = "dalib.student"
     path = out / "launch.yaml"
     atomic_write_bytes(path, yaml.safe_dump(spec, sort_keys=False).encode())
-    run_torchrun(module, ["--config", str(path)], nproc)
-    return json.loads((out / RESULT_FILE).read_text())
-
-
-def run_torchrun(module: str, args: Sequence[str], nproc: int):
-    """`torchrun --standalone --nproc_per_node nproc -m module args...` (this Python); returns the
-    CompletedProcess (stdout, stderr captured) or raises RuntimeError with the command and the end of its
-    stderr. Used by `launch` and `dalib.pseudo_label.launch_pseudo_label`."""
-    import subprocess
-
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", module, *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return proc
+    return run_torchrun(module, ["--config", str(path)], nproc)[0]  # rank 0's report (`main`)
 
 
 def build_plan(cfg: TrainConfig, rank: int = 0, world: int = 1) -> BatchPlan:
@@ -705,8 +679,6 @@ def _resume(cfg: TrainConfig, out_dir: Path, model: nn.Module, optimizer, schedu
 
 def _write_run_files(cfg: TrainConfig, out_dir: Path, ckpt, start: int, world: int, device, unused, amp: bool) -> None:
     """Rank 0: the log truncated to the resumed step (or removed), and config.json of the run."""
-    from dalib.pipeline import environment_info
-
     log_path = out_dir / LOG_FILE
     if ckpt is not None:
         _truncate_log(log_path, start)
@@ -747,7 +719,9 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int, device: t
               "checkpoint": str(ckpt) if ckpt is not None else None, "out_dir": str(out_dir), "world_size": world,
               "bf16_autocast": amp}
     if start >= cfg.steps:  # already finished: report what the final checkpoint recorded
-        result["final"] = json.loads((ckpt / "config.json").read_text()).get("extra", {}).get("metrics", {})
+        from dalib.model import CONFIG_FILE as MODEL_CONFIG_FILE
+
+        result["final"] = json.loads((ckpt / MODEL_CONFIG_FILE).read_text()).get("extra", {}).get("metrics", {})
         return result
     loader = torch.utils.data.DataLoader(
         plan, batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.num_workers,
@@ -836,7 +810,7 @@ class _Diagnostic:
         self.hooks = hooks or TrainHooks()
         self.cfg = dataclasses.replace(cfg, device=device or cfg.device, **changes)
         self.cfg.validate()
-        self.device = _resolve_device(self.cfg, 0)
+        self.device = _device(self.cfg, 0)
         self.plan = build_plan(self.cfg)
         self.model, _ = build_model(self.cfg, self.device)
         self.optimizer, self.scheduler = build_optimizer(self.model, self.cfg)
@@ -970,7 +944,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FloatingPointError) as e:  # bad settings or data, or a diverged run
         print(f"dalib.train: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, FloatingPointError) else 2
-    if _dist_env()[0] == 0:
+    report_result(result)
+    if dist_env()[0] == 0:
         print(json.dumps(result, default=str))
     return 0
 

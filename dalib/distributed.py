@@ -1,0 +1,77 @@
+"""Several processes: which one this is, which device it uses, starting them with torchrun, and getting
+their results back. Used by training (notebooks 04 and 06, `gpus` parameter) and pseudo-labelling (05).
+
+    rank, world, local_rank = dist_env()               # (0, 1, 0) outside torchrun
+    device = resolve_device("auto")                    # cuda:LOCAL_RANK, else mps, else cpu
+    results = run_torchrun("dalib.train", ["--config", "run.yaml"], nproc=2)   # one dict per rank
+
+A child returns its result with `report_result(result)`: a JSON file per rank in a folder the parent
+names in $DALIB_RESULT_DIR (nothing happens outside `run_torchrun`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from dalib.runfiles import atomic_write_json
+
+RESULT_DIR_ENV = "DALIB_RESULT_DIR"  # where `report_result` writes under `run_torchrun`
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) of this process, from torchrun's variables; (0, 1, 0) without them."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def resolve_device(device=None, *, local_rank: int | None = None, mps: bool = True,
+                   what: str = "device") -> torch.device:
+    """None / 'auto' -> cuda:LOCAL_RANK when CUDA is there, else mps (when `mps`), else cpu; 'cuda' ->
+    cuda:LOCAL_RANK; anything else as given. A CUDA device without CUDA is a RuntimeError naming `what`.
+
+    local_rank: default $LOCAL_RANK. Training passes mps=False (it picks between CUDA and the CPU only).
+    """
+    local_rank = dist_env()[2] if local_rank is None else local_rank
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if mps and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"{what}={str(device)!r} but CUDA is not available")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device(f"cuda:{local_rank}")
+    return dev
+
+
+def report_result(result: dict) -> None:
+    """In a child of `run_torchrun`: hand this rank's `result` (JSON-able) to the parent; else nothing."""
+    folder = os.environ.get(RESULT_DIR_ENV)
+    if folder:
+        atomic_write_json(Path(folder) / f"rank-{dist_env()[0]}.json", json.loads(json.dumps(result, default=str)))
+
+
+def run_torchrun(module: str, args: Sequence[str], nproc: int) -> list[dict]:
+    """`torchrun --standalone --nproc_per_node nproc -m module args...` (this Python); returns what each rank
+    passed to `report_result`, in rank order. RuntimeError with the command and the end of its stderr when
+    it fails or a rank reported nothing. Used by `dalib.train.launch` and `dalib.pseudo_label`."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", module, *map(str, args)]
+    with tempfile.TemporaryDirectory(prefix="dalib-results-") as folder:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, RESULT_DIR_ENV: folder})
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        files = [Path(folder) / f"rank-{r}.json" for r in range(nproc)]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise RuntimeError(f"{' '.join(cmd)} reported no result for {missing}:\n{proc.stderr[-4000:]}")
+        return [json.loads(f.read_text()) for f in files]
