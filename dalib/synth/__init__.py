@@ -14,7 +14,8 @@ Sample i depends only on (kind, style, seed, index): shards built with `start_in
 exactly the same data as one big call. Explicit scenes (for analytic checks) render with
 `render_scenes([Scene().look(...).add_sphere(...)], H, W)`.
 
-Modules: `scenes` (scene descriptions and samplers), `render` (batched torch ray casting),
+Modules: `scenes` (scene descriptions and samplers), `batch` (scenes packed into tensors), `intersect`
+(ray / primitive hits and culling), `render` (surfaces, shading, the full render),
 `textures` (procedural + bundled-photo texture atlas), `style` (clean / photo appearance),
 `sensor` (stereo / LiDAR / RGB-D label simulation), `engine` (`generate`, chunked and deterministic).
 """
