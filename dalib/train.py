@@ -689,78 +689,129 @@ def _write_run_files(cfg: TrainConfig, out_dir: Path, ckpt, start: int, world: i
                                               "frozen_unused_parameters": unused, "environment": environment_info()})
 
 
-def _train(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int, device: torch.device) -> dict:
-    cfg.validate(world)
+@dataclass
+class _Run:
+    """What one training process holds while it trains (made by `_build_run`)."""
+
+    cfg: TrainConfig
+    hooks: TrainHooks
+    rank: int
+    world: int
+    device: torch.device
+    out_dir: Path
+    sources: list  # cfg.sources()
+    shares: list  # images of each source in this rank's batch, in order
+    plan: BatchPlan
+    model: nn.Module
+    net: nn.Module  # the model, DDP-wrapped when world > 1
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    amp: bool
+    ckpt: Path | None  # the checkpoint resumed from
+    start: int  # first step to run
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _set_torch_flags(cfg: TrainConfig) -> None:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
         torch.use_deterministic_algorithms(True)
+
+
+def _build_run(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int, device: torch.device) -> _Run:
+    """Build: data plan, model, AdamW and schedule; resume from the last checkpoint; rank 0 writes the run
+    files; hooks set up; DDP wrap. (This order fixes the RNG draws, so resumed runs repeat exactly.)"""
+    cfg.validate(world)
+    _set_torch_flags(cfg)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    is_main = rank == 0
-    sources = cfg.sources()
-    shares = [k // world for k in per_batch(cfg, world)]  # images of each source in this rank's batch, in order
+    shares = [k // world for k in per_batch(cfg, world)]
     plan = build_plan(cfg, rank, world)
     model, unused = build_model(cfg, device)
     optimizer, scheduler = build_optimizer(model, cfg)
     amp = use_autocast(cfg, device)
-    if is_main:
+    if rank == 0:
         _clean_partial(out_dir)
     ckpt, start = _resume(cfg, out_dir, model, optimizer, scheduler, device)
-    if is_main:
+    if rank == 0:
         _write_run_files(cfg, out_dir, ckpt, start, world, device, unused, amp)
     hooks.setup(model, cfg, device)
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return _Run(cfg, hooks, rank, world, device, out_dir, cfg.sources(), shares, plan, model, net, optimizer,
+                scheduler, amp, ckpt, start)
 
-    result = {"steps": cfg.steps, "start_step": start, "seconds": 0.0, "images_per_s": None, "final": {},
-              "checkpoint": str(ckpt) if ckpt is not None else None, "out_dir": str(out_dir), "world_size": world,
-              "bf16_autocast": amp}
-    if start >= cfg.steps:  # already finished: report what the final checkpoint recorded
+
+def _loader(run: _Run) -> torch.utils.data.DataLoader:
+    """Batches of steps start .. steps-1 of this rank, prepared by `num_workers` processes."""
+    cfg = run.cfg
+    return torch.utils.data.DataLoader(
+        run.plan, batch_size=None, sampler=range(run.start, cfg.steps), num_workers=cfg.num_workers,
+        pin_memory=run.device.type == "cuda", worker_init_fn=_worker_init if cfg.num_workers else None,
+        prefetch_factor=cfg.prefetch if cfg.num_workers else None, persistent_workers=False)
+
+
+def _progress_bar(run: _Run):
+    if not (run.is_main and run.cfg.progress):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=run.cfg.steps, initial=run.start, desc="train", dynamic_ncols=True, file=sys.stderr)
+
+
+def _maybe_checkpoint(run: _Run, step: int, metrics: dict) -> str | None:
+    """Rank 0, every `checkpoint_every` steps and at the last: save a checkpoint; returns its folder."""
+    cfg = run.cfg
+    if run.is_main and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps):
+        return str(save_checkpoint(run.out_dir, step, run.model, run.optimizer, run.scheduler,
+                                   extra={"metrics": metrics}, keep=cfg.keep_checkpoints))
+    return None
+
+
+def _train(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int, device: torch.device) -> dict:
+    run = _build_run(cfg, hooks, rank, world, device)
+    result = {"steps": cfg.steps, "start_step": run.start, "seconds": 0.0, "images_per_s": None, "final": {},
+              "checkpoint": str(run.ckpt) if run.ckpt is not None else None, "out_dir": str(run.out_dir),
+              "world_size": world, "bf16_autocast": run.amp}
+    if run.start >= cfg.steps:  # already finished: report what the final checkpoint recorded
         from dalib.model import CONFIG_FILE as MODEL_CONFIG_FILE
 
-        result["final"] = json.loads((ckpt / MODEL_CONFIG_FILE).read_text()).get("extra", {}).get("metrics", {})
+        result["final"] = json.loads((run.ckpt / MODEL_CONFIG_FILE).read_text()).get("extra", {}).get("metrics", {})
         return result
-    loader = torch.utils.data.DataLoader(
-        plan, batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda", worker_init_fn=_worker_init if cfg.num_workers else None,
-        prefetch_factor=cfg.prefetch if cfg.num_workers else None, persistent_workers=False)
-    bar = None
-    if is_main and cfg.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True, file=sys.stderr)
-    logger = _StepLogger(cfg, out_dir / LOG_FILE, world, is_main, bar)
+    bar = _progress_bar(run)
+    logger = _StepLogger(cfg, run.out_dir / LOG_FILE, world, run.is_main, bar)
     t_first = None  # end of the first step: images/s excludes start-up
-    step = start
-    it = iter(loader)
+    step = run.start
+    it = iter(_loader(run))
     while step < cfg.steps:
         t0 = time.perf_counter()
         batch = next(it)
         logger.data_s += time.perf_counter() - t0
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        terms, lrs = train_step(net, model, batch, step, hooks=hooks, cfg=cfg, sources=sources, shares=shares,
-                                optimizer=optimizer, scheduler=scheduler, amp=amp)
+        terms, lrs = train_step(run.net, run.model, batch, step, hooks=hooks, cfg=cfg, sources=run.sources,
+                                shares=run.shares, optimizer=run.optimizer, scheduler=run.scheduler, amp=run.amp)
         step += 1
         t_first = t_first or time.perf_counter()
         logger.after_step(step, terms, lrs)
-        if is_main and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps):
-            result["checkpoint"] = str(save_checkpoint(out_dir, step, model, optimizer, scheduler,
-                                                       extra={"metrics": logger.last}, keep=cfg.keep_checkpoints))
+        result["checkpoint"] = _maybe_checkpoint(run, step, logger.last) or result["checkpoint"]
     if bar is not None:
         bar.close()
     del it
     t_end = time.perf_counter()
-    done = step - start
+    done = step - run.start
     result["seconds"] = round(t_end - logger.t_start, 3)
     if done > 1 and t_first is not None:
         result["images_per_s"] = round((done - 1) * cfg.batch_size / max(t_end - t_first, 1e-9), 3)
     result["final"] = logger.last
     if world > 1:
         dist.barrier()  # every rank returns after rank 0 has written the final checkpoint
-        result["checkpoint"] = str(Path(out_dir) / "checkpoints" / f"step-{cfg.steps:08d}")
+        result["checkpoint"] = str(run.out_dir / "checkpoints" / f"step-{cfg.steps:08d}")
     return result
 
 
