@@ -1,6 +1,7 @@
 """Command line: `python -m dalib COMMAND ...` (also installed as `dalib`).
 
     python -m dalib predict IMAGE_OR_DIR... --weights PATH     relative depth for images (dalib.predict)
+    python -m dalib export CHECKPOINT --onnx OUT.onnx          ONNX export (dalib.export)
     python -m dalib pipeline --profile cpu --run-dir runs/cpu   run the notebooks (dalib.pipeline)
     python -m dalib data {list,validate,build} ...              data manifests and datasets (dalib.data)
 """
@@ -11,6 +12,7 @@ import sys
 
 COMMANDS = {
     "predict": ("dalib.predict", "relative depth for images or folders"),
+    "export": ("dalib.export", "export a checkpoint to ONNX (dynamic batch, height, width)"),
     "pipeline": ("dalib.pipeline", "run the course notebooks headless with a profile"),
     "data": ("dalib.data", "list, validate and build datasets from data_manifests/"),
 }

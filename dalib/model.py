@@ -101,7 +101,11 @@ def interpolate_pos_encoding(pos_embed: Tensor, grid_h: int, grid_w: int, offset
     `scale_factor` the sampling positions are src = (dst + 0.5) / s - 0.5, which differs slightly from
     `size=` (used by timm and transformers), so outputs at non-518 sizes differ by ~1% otherwise.
     At the training grid (square, N tokens) the table is returned unchanged.
+    Under torch.export with a symbolic grid (ONNX export with dynamic height and width, `dalib.export`)
+    the same resampling runs as `cubic_resample_matrix` products, which trace for any grid size.
     """
+    if isinstance(grid_h, torch.SymInt) or isinstance(grid_w, torch.SymInt):
+        return interpolate_pos_encoding_traceable(pos_embed, grid_h, grid_w, offset)
     n = pos_embed.shape[1] - 1
     if grid_h * grid_w == n and grid_h == grid_w:
         return pos_embed
@@ -118,6 +122,52 @@ def interpolate_pos_encoding(pos_embed: Tensor, grid_h: int, grid_w: int, offset
     if patch.shape[-2:] != (grid_h, grid_w):  # the +0.1 offset guarantees floor(s * side) == grid
         raise RuntimeError(f"pos-embed interpolation gave {tuple(patch.shape[-2:])}, expected {(grid_h, grid_w)}")
     patch = patch.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
+    return torch.cat((pos_embed[:, :1].float(), patch), dim=1).to(pos_embed.dtype)
+
+
+def cubic_resample_matrix(out_size, in_size: int, scale: float) -> Tensor:
+    """(out_size, in_size) float32 weights of PyTorch's bicubic resize with `scale_factor=scale` along one axis.
+
+    As `upsample_bicubic2d` (align_corners=False, A = -0.75, border pixels repeated): output pixel d
+    samples src = (d + 0.5) / scale - 0.5 and mixes the inputs floor(src) - 1 .. floor(src) + 2 with the
+    cubic-convolution weights of t = src - floor(src). `out_size` may be symbolic (torch.export): only
+    tensor arithmetic on `arange(out_size)`, no Python branch on it.
+    """
+    a = -0.75
+    inv = torch.tensor(1.0 / scale, dtype=torch.float32)  # PyTorch: float(1.0 / scale_double)
+    src = (torch.arange(out_size, dtype=torch.float32) + 0.5) * inv - 0.5
+    base = torch.floor(src)
+    t = src - base
+    u = 1.0 - t
+    weights = (((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,  # cubic_convolution2(t + 1)
+               ((a + 2) * t - (a + 3)) * t * t + 1,                          # cubic_convolution1(t)
+               ((a + 2) * u - (a + 3)) * u * u + 1,                          # cubic_convolution1(1 - t)
+               ((a * (u + 1) - 5 * a) * (u + 1) + 8 * a) * (u + 1) - 4 * a)  # cubic_convolution2(2 - t)
+    cols = torch.arange(in_size, dtype=torch.float32)
+    m = torch.zeros(())
+    for k, w in enumerate(weights):
+        idx = torch.clamp(base + (k - 1), 0, in_size - 1)
+        m = m + w[:, None] * (idx[:, None] == cols[None, :]).to(torch.float32)
+    return m
+
+
+def interpolate_pos_encoding_traceable(pos_embed: Tensor, grid_h, grid_w, offset: float = 0.1) -> Tensor:
+    """`interpolate_pos_encoding` for symbolic grid sizes (torch.export, ONNX): the bicubic resize as
+    M_h @ table @ M_w^T with `cubic_resample_matrix`, the scale factors computed from the grid in the graph,
+    and the unchanged table at the square training grid chosen in the graph (identity matrices). Equal to
+    the eager function up to float32 rounding (~1e-7; the sums run in another order)."""
+    n = pos_embed.shape[1] - 1
+    dim = pos_embed.shape[-1]
+    sqrt_n = math.sqrt(n)
+    side = int(sqrt_n)
+    rows, cols = torch.arange(grid_h), torch.arange(grid_w)
+    same = (rows[-1] == side - 1) & (cols[-1] == side - 1)  # official: h * w == N and h == w
+    eye_h = (rows[:, None] == torch.arange(side)[None, :]).to(torch.float32)
+    eye_w = (cols[:, None] == torch.arange(side)[None, :]).to(torch.float32)
+    m_h = torch.where(same, eye_h, cubic_resample_matrix(grid_h, side, (grid_h + offset) / sqrt_n))
+    m_w = torch.where(same, eye_w, cubic_resample_matrix(grid_w, side, (grid_w + offset) / sqrt_n))
+    table = pos_embed[0, 1:].float().reshape(side, side, dim)
+    patch = torch.einsum("hi,ijc,wj->hwc", m_h, table, m_w).reshape(1, grid_h * grid_w, dim)
     return torch.cat((pos_embed[:, :1].float(), patch), dim=1).to(pos_embed.dtype)
 
 
@@ -337,32 +387,21 @@ class DepthAnything(nn.Module):
     @torch.inference_mode()
     def infer_batch(self, images: Sequence, input_size: int = 518, *, batch_size: int = 8,
                     amp: bool = False) -> list[np.ndarray]:
-        """Many images -> list of (H_i, W_i) float32 disparities; images of equal network size share a batch."""
+        """Many images -> list of (H_i, W_i) float32 disparities; images of equal network size share a batch
+        (`infer_images`; the onnxruntime backend, `dalib.export.OnnxDepthAnything`, runs the same recipe)."""
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        rgbs = [to_rgb_float(im) for im in images]
-        sizes = [network_size(r.shape[0], r.shape[1], input_size) for r in rgbs]
-        results: list[np.ndarray | None] = [None] * len(rgbs)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, s in enumerate(sizes):
-            groups.setdefault(s, []).append(i)
         use_amp = amp and device.type == "cuda"
+
+        def run(x: Tensor) -> Tensor:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                return self(x.to(device)).float()
+
         try:
-            for (h, w), members in groups.items():
-                for start in range(0, len(members), batch_size):
-                    chunk = members[start:start + batch_size]
-                    x = torch.from_numpy(np.stack([preprocess(rgbs[i], (h, w)) for i in chunk])).to(device)
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        disp = self(x)
-                    disp = disp.float()
-                    for j, i in enumerate(chunk):
-                        H, W = rgbs[i].shape[:2]
-                        out = F.interpolate(disp[j][None, None], (H, W), mode="bilinear", align_corners=True)
-                        results[i] = out[0, 0].cpu().numpy()
+            return infer_images(run, images, input_size, batch_size=batch_size)
         finally:
             self.train(was_training)
-        return results  # type: ignore[return-value]
 
     # ---------------------------------------------------------------- our checkpoints
     def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -649,7 +688,8 @@ def _torch_load_weights(path: Path):
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError, KeyError) as e:
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError, KeyError,
+            IndexError, TypeError, AttributeError) as e:  # text or other bytes trip the unpickler anywhere
         raise ValueError(f"{path}: not a readable weights file: torch.load(weights_only=True) rejected it "
                          f"({type(e).__name__}): it is not a PyTorch checkpoint, or it holds objects other than "
                          f"tensors, which are never unpickled; {_WEIGHT_FORMATS}") from None
@@ -875,14 +915,64 @@ def to_rgb_float(image) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def preprocess(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """HxWx3 float RGB in [0, 1] -> (3, h, w) float32, bicubic resize (cv2.INTER_CUBIC) and ImageNet normalisation."""
+def preprocess_batch(rgbs: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """HxWx3 float RGB images in [0, 1] -> (B, 3, h, w) float32: bicubic resize to `size` (cv2.INTER_CUBIC, as
+    the official code) and ImageNet normalisation. The one preprocessing of every inference path (both
+    backends of `infer_images`, pseudo-labelling). Each image is resized by one cv2 call straight into the
+    batch array (stacking images as channels of one call is slower in cv2 and rounds differently); the
+    normalisation and the layout change run once over the whole batch."""
     import cv2
 
     h, w = size
-    x = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_CUBIC)
-    x = (x - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
+    out = np.empty((len(rgbs), h, w, 3), np.float32)
+    for i, rgb in enumerate(rgbs):
+        if rgb.dtype == np.float32:
+            cv2.resize(rgb, (w, h), dst=out[i], interpolation=cv2.INTER_CUBIC)
+        else:
+            out[i] = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_CUBIC)
+    out -= np.asarray(IMAGENET_MEAN, np.float32)
+    out /= np.asarray(IMAGENET_STD, np.float32)
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def preprocess(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HxWx3 float RGB in [0, 1] -> (3, h, w) float32: `preprocess_batch` of one image."""
+    return preprocess_batch([rgb], size)[0]
+
+
+def infer_images(run, images: Sequence, input_size: int = 518, *, batch_size: int = 8) -> list[np.ndarray]:
+    """The official inference recipe around any network: images -> list of (H_i, W_i) float32 disparities.
+
+    run: (B, 3, h, w) float32 CPU tensor -> (B, h, w) disparity tensor (any device): `DepthAnything.infer_batch`
+    passes the PyTorch model, `dalib.export.OnnxDepthAnything` an onnxruntime session. Each image is resized
+    keeping its aspect ratio (`network_size`), images of one network size are batched (`preprocess_batch`),
+    and each prediction is resized bilinearly back to its image's size (one call per original size).
+    """
+    rgbs = [to_rgb_float(im) for im in images]
+    sizes = [network_size(r.shape[0], r.shape[1], input_size) for r in rgbs]
+    results: list[np.ndarray | None] = [None] * len(rgbs)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, s in enumerate(sizes):
+        groups.setdefault(s, []).append(i)
+    for (h, w), members in groups.items():
+        for start in range(0, len(members), batch_size):
+            chunk = members[start:start + batch_size]
+            disp = run(torch.from_numpy(preprocess_batch([rgbs[i] for i in chunk], (h, w)))).float()
+            by_size: dict[tuple[int, int], list[int]] = {}
+            for j, i in enumerate(chunk):
+                by_size.setdefault(tuple(rgbs[i].shape[:2]), []).append(j)
+            for (H, W), js in by_size.items():
+                out = F.interpolate(disp[js][:, None], (H, W), mode="bilinear", align_corners=True)[:, 0].cpu()
+                for k, j in enumerate(js):
+                    results[chunk[j]] = out[k].numpy()
+    return results  # type: ignore[return-value]
+
+
+def export_onnx(model: DepthAnything, path: str | os.PathLike, **kw) -> Path:
+    """Write `model` as ONNX (dynamic batch, height, width; metadata; atomic): `dalib.export.export_onnx`."""
+    from dalib.export import export_onnx as _export  # lazily: dalib.export builds on this module
+
+    return _export(model, path, **kw)
 
 
 def count_parameters(encoder: str, version: str = "v2") -> int:
