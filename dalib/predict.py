@@ -1,11 +1,15 @@
 """Relative depth for images and folders (notebook 04_teacher_training shows the same in Python).
 
     python -m dalib predict photo.jpg photos/ --weights depth_anything_v2_vits.pth --out depth/
+    python -m dalib predict photos/ --weights model.onnx --backend onnxruntime --out depth/
 
 For every image it writes `<name>_disp16.png` (16-bit PNG of the disparity normalised to [0, 1] per
 image: near = 65535), `<name>_color.png` (colourised, `dalib.viz.colorize`) and with `--npy` the raw
 float32 disparity `<name>.npy`. `--weights` takes an official `.pth`, an HF-format `.safetensors` /
 model directory, or a `save_pretrained` directory of this library; the format is read from the keys.
+`--backend onnxruntime` runs the network in ONNX Runtime (`dalib.export`): `--weights` is then an exported
+`.onnx` file, or any checkpoint, exported on the fly once (cached in ~/.cache/dalib/onnx, $DALIB_ONNX_CACHE).
+Both backends share the preprocessing (`dalib.model.preprocess_batch`) and the resize back.
 Unreadable images are reported by name and skipped; the exit code is then 1.
 """
 from __future__ import annotations
@@ -122,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m dalib predict", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)")
-    ap.add_argument("--weights", required=True, help="official .pth, HF .safetensors / model dir, or dalib checkpoint dir")
+    ap.add_argument("--weights", required=True,
+                    help="official .pth, HF .safetensors / model dir, dalib checkpoint dir, or (onnxruntime) an .onnx file")
+    ap.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                    help="torch (PyTorch) or onnxruntime (a checkpoint is exported to ONNX on the fly, cached)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads of the backend (default: torch's count)")
     ap.add_argument("--encoder", default=None, help="vitt|vits|vitb|vitl|vitg (default: read from the weights)")
     ap.add_argument("--version", default=None, choices=("v1", "v2"), help="Depth Anything version (default v2; HF dirs carry it)")
     ap.add_argument("--input-size", type=int, default=518, help="shorter side of the network input, multiple of 14 (518)")
@@ -139,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
-    from dalib.model import CONFIGS, load_weights, resolve_device
+    from dalib.export import load_predictor
+    from dalib.model import CONFIGS
 
     if args.encoder is not None and args.encoder not in CONFIGS:
         print(f"error: --encoder {args.encoder!r}: expected one of {sorted(CONFIGS)}", file=sys.stderr)
@@ -150,13 +159,19 @@ def main(argv: list[str] | None = None) -> int:
     files, errors = collect_inputs(args.inputs)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
+    if args.threads is not None and args.threads < 1:
+        print(f"error: --threads {args.threads}: must be >= 1", file=sys.stderr)
+        return 2
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
-        model = load_weights(args.weights, encoder=args.encoder, version=args.version)
+        model = load_predictor(args.weights, args.backend, device=args.device, threads=args.threads,
+                               encoder=args.encoder, version=args.version)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         print(f"error: cannot load weights: {e}", file=sys.stderr)
         return 2
-    device = resolve_device(args.device)
-    model = model.to(device).eval()
     out = Path(args.out)
     used: set[Path] = set()
     failed, done = len(errors), 0

@@ -176,21 +176,17 @@ def _image_size(value: dict) -> tuple[int, int]:
 def _load_batch(rows: list[int], values: list[dict], input_size: int, pin: bool) -> dict:
     """Rows and their encoded images -> {"x": (B,3,h,w) float32 (official preprocessing), "rows", "sizes"}.
 
-    Decoding as `datasets` does (EXIF rotation applied), then `dalib.model.preprocess`; PIL, numpy and
-    cv2 release the GIL, so threads overlap this with inference (no forked processes: no fork hazards).
+    Decoding as `datasets` does (EXIF rotation applied), then `dalib.model.preprocess_batch` (the rows of a
+    planned batch share one network size); PIL, numpy and cv2 release the GIL, so threads overlap this with
+    inference (no forked processes: no fork hazards).
     """
     import datasets
 
-    from dalib.model import network_size, preprocess, to_rgb_float
+    from dalib.model import network_size, preprocess_batch, to_rgb_float
 
-    xs, sizes = [], []
-    for value in values:
-        img = datasets.Image().decode_example({"bytes": _image_bytes(value), "path": None})
-        rgb = to_rgb_float(img)
-        H, W = rgb.shape[:2]
-        xs.append(preprocess(rgb, network_size(H, W, input_size)))
-        sizes.append((H, W))
-    x = torch.from_numpy(np.stack(xs))
+    rgbs = [to_rgb_float(datasets.Image().decode_example({"bytes": _image_bytes(v), "path": None})) for v in values]
+    sizes = [tuple(rgb.shape[:2]) for rgb in rgbs]
+    x = torch.from_numpy(preprocess_batch(rgbs, network_size(*sizes[0], input_size)))
     return {"x": x.pin_memory() if pin else x, "rows": list(rows), "sizes": sizes}
 
 
@@ -327,7 +323,8 @@ def _prepare_index(out: Path, params: dict, overwrite: bool) -> dict:
 def pseudo_label(teacher, source, out_dir, *, split: str | None = None, n: int | None = None, root=None,
                  input_size: int = 518, batch_size: int = 16, shard=(0, 1), shard_size: int | None = None,
                  device=None, amp: bool = True, num_workers: int | None = None, progress: bool = True,
-                 keep_columns: Sequence[str] | None = None, verify: bool = True, overwrite: bool = False) -> dict:
+                 keep_columns: Sequence[str] | None = None, verify: bool = True, overwrite: bool = False,
+                 backend: str = "torch") -> dict:
     """Label `source` with `teacher` into `out_dir` (layout in the module docstring); resumable, shardable.
 
     teacher: a DepthAnything or a path (`dalib.model.load_weights`). source: a datasets.Dataset with an
@@ -340,7 +337,9 @@ def pseudo_label(teacher, source, out_dir, *, split: str | None = None, n: int |
     cores that torch's own threads leave free; 0 = none, in line).
     keep_columns: source columns copied to the output (default: index, kind, path, meta where present;
     `heldout_*` names load synth-photo with its held-out ground truth). verify: check sha256 of existing
-    shards (else sizes only). Returns {"images", "skipped", "shards", "seconds", "images_per_s",
+    shards (else sizes only). backend: "torch", or "onnxruntime" (`dalib.export`: the teacher may then also be
+    an exported .onnx file; a PyTorch teacher is exported once and cached; runs on the CPU with torch's
+    thread count). Returns {"images", "skipped", "shards", "seconds", "images_per_s",
     "out_dir", "complete"}; images/s counts the images labelled in this call. Notebook 05_pseudo_labelling.
     """
     import datasets
@@ -348,12 +347,24 @@ def pseudo_label(teacher, source, out_dir, *, split: str | None = None, n: int |
     worker, workers = parse_shard(shard)
     if input_size < 14 or batch_size < 1:
         raise ValueError(f"input_size must be >= 14 and batch_size >= 1, got {input_size} and {batch_size}")
-    model = load_teacher(teacher)
-    if device is None and isinstance(teacher, torch.nn.Module):
-        dev = next(model.parameters()).device
+    if backend not in ("torch", "onnxruntime"):
+        raise ValueError(f"backend: expected 'torch' or 'onnxruntime', got {backend!r}")
+    if backend == "onnxruntime":
+        from dalib.export import is_onnx_teacher, onnx_runner
+
+        torch_model = None if is_onnx_teacher(teacher) else load_teacher(teacher)  # for the fingerprint
+        model = onnx_runner(teacher)
+        fingerprint = teacher_fingerprint(torch_model) if torch_model is not None else \
+            "onnx-" + model.metadata.get("weights_sha256", "")[:16]
+        dev = torch.device("cpu")
     else:
-        dev = resolve_device(device)
-    model.to(dev)
+        model = load_teacher(teacher)
+        if device is None and isinstance(teacher, torch.nn.Module):
+            dev = next(model.parameters()).device
+        else:
+            dev = resolve_device(device)
+        model.to(dev)
+        fingerprint = teacher_fingerprint(model)
     src, desc = open_source(source, split, n=n, root=root, keep_columns=keep_columns)
     if keep_columns is None:
         keep = [c for c in DEFAULT_KEEP if c in src.column_names and c not in ("image", "disparity", "source_row")]
@@ -375,7 +386,7 @@ def pseudo_label(teacher, source, out_dir, *, split: str | None = None, n: int |
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     features = _output_features(src.features, keep)
     params = {"format": FORMAT_VERSION, "source": desc, "probe": _source_probe(raw), "rows": len(src),
-              "shard_size": int(shard_size), "input_size": int(input_size), "teacher": teacher_fingerprint(model),
+              "shard_size": int(shard_size), "input_size": int(input_size), "teacher": fingerprint,
               "encoder": model.encoder, "version": model.version, "columns": list(features),
               "disparity": "raw teacher output (relative, >= 0, not normalised)"}
     _prepare_index(out, params, overwrite)
@@ -406,7 +417,8 @@ def _run(model, dev, raw, src, keep, features, out: Path, todo, *, input_size, b
         local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         num_workers = min(4, max(1, (os.cpu_count() or 1) // max(1, local) - 1))
         if dev.type == "cpu":  # the model's own threads need the cores: load ahead only on a spare one
-            num_workers = min(num_workers, max(0, (os.cpu_count() or 1) - torch.get_num_threads()))
+            threads = getattr(model, "num_threads", None) or torch.get_num_threads()  # onnxruntime: its own
+            num_workers = min(num_workers, max(0, (os.cpu_count() or 1) - threads))
     loader = _prefetch(_Plan(raw, todo, input_size, batch_size), input_size, num_workers, use_cuda)
     shard_of = {}
     labels: dict[int, list] = {}
@@ -416,7 +428,8 @@ def _run(model, dev, raw, src, keep, features, out: Path, todo, *, input_size, b
             shard_of[r] = (k, s)
     remaining = {k: c for k, _, c in todo}
     start_of = {k: s for k, s, _ in todo}
-    info = {"device": str(dev), "amp": bool(amp and use_cuda), "input_size": input_size}
+    info = {"device": str(dev), "amp": bool(amp and use_cuda), "input_size": input_size,
+            "backend": "torch" if isinstance(model, torch.nn.Module) else "onnxruntime"}
     writer = concurrent.futures.ThreadPoolExecutor(1)
     writes: list[concurrent.futures.Future] = []
     was_training = model.training
@@ -649,7 +662,8 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m dalib.pseudo_label --teacher PATH --source NAME --split S --out DIR [--shard i/n] ...`."""
     p = argparse.ArgumentParser(prog="python -m dalib.pseudo_label",
                                 description="label unlabelled images with a teacher (resumable, shardable)")
-    p.add_argument("--teacher", required=True, help="teacher weights: dalib checkpoint folder, official .pth, HF file")
+    p.add_argument("--teacher", required=True,
+                   help="teacher weights: dalib checkpoint folder, official .pth, HF file (onnxruntime: or an .onnx file)")
     p.add_argument("--source", required=True, help="dalib.data dataset name, or a save_to_disk folder")
     p.add_argument("--split", default="train", help="split of the source (default train)")
     p.add_argument("--out", required=True, help="output folder (shards + index.json)")
@@ -666,6 +680,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="append", default=None, metavar="COL",
                    help="source column to copy (repeatable; heldout_* loads the held-out ground truth)")
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                   help="torch, or onnxruntime (teacher: any checkpoint, exported once and cached, or an .onnx file)")
     p.add_argument("--overwrite", action="store_true", help="start over when DIR holds another job")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
@@ -683,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
                            input_size=args.input_size, batch_size=args.batch_size, shard=shard,
                            shard_size=args.shard_size, device=args.device, amp=not args.no_amp,
                            num_workers=args.num_workers, progress=not args.quiet, keep_columns=args.keep,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, backend=args.backend)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
