@@ -1,4 +1,5 @@
-"""dalib.model.DepthAnything against transformers' DepthAnythingForDepthEstimation, same weights, same run.
+"""dalib.model.DepthAnything (PyTorch and ONNX Runtime backends) against transformers'
+DepthAnythingForDepthEstimation, same weights, same run.
 
     python benchmarks/bench_model.py [--quick] [--encoders vitt,vits] [--sizes 126,518] [--batch 4]
                                      [--repeats 3] [--device auto] [--threads N]
@@ -8,13 +9,18 @@ Per encoder and input size (square), both models hold the same random weights (t
   per-image user-facing API: our `infer_image(numpy)` vs the transformers depth-estimation pipeline
             (DPT image processor: keep aspect ratio, multiple of 14, bicubic; resize back), 480x640 photo
   train     forward + backward + AdamW step images/s
+The batched and per-image rows run for both of our backends: torch (PyTorch eager) and onnxruntime
+(`dalib.export`: the same weights exported to ONNX once, cached in ~/.cache/dalib/onnx), and the
+onnxruntime rows print their largest error against our fp32 PyTorch output (relative to its maximum).
+A last pair of rows compares our two backends directly.
 transformers runs with SDPA attention where it supports it. Timings are medians of interleaved
 repeats (ours, theirs, ours, ...), so slow drifts of a shared machine hit both sides. On CUDA the
 same rows also run under bfloat16 autocast, and the achieved TFLOP/s of the batched forward is
 printed against the card's dense bf16 peak. Targets: train >= 1.0x, batched >= 1.3x, per-image >= 2x.
-Both sides compute the same float32 math (the tests check equal outputs), so on a CPU the ratios sit
-near 1x; a shared machine adds noise of tens of percent: compare runs on an idle machine.
-Runtime on 2 CPU cores: --quick ~10 s, defaults ~6 min.
+Our torch backend and transformers compute the same float32 math (the tests check equal outputs), so
+those ratios sit near 1x on a CPU; onnxruntime runs the same math with other kernels. A shared machine
+adds noise of tens of percent: compare runs on an idle machine.
+Runtime on 2 CPU cores: --quick ~1 min (plus a one-time export), defaults ~8 min.
 """
 from __future__ import annotations
 
@@ -97,8 +103,26 @@ def forward_flops(model, x) -> float:
     return float(fc.get_total_flops())
 
 
-def run(encoder, size, args, device, amp: bool) -> list[tuple[str, float, float]]:
+def onnx_backend(ours, threads: int):
+    """Our model in ONNX Runtime (exported once per weights, cached) and the export's seconds (0 if cached)."""
+    from dalib.export import onnx_runner
+
+    t = time.perf_counter()
+    runner = onnx_runner(ours.cpu(), threads=threads)
+    return runner, time.perf_counter() - t
+
+
+def rel_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+def run(encoder, size, args, device, amp: bool) -> list[tuple]:
     ours, hf = build_pair(encoder, device)
+    ort = None
+    if args.onnx and device.type == "cpu" and not amp:
+        ort, secs = onnx_backend(ours, torch.get_num_threads())
+        print(f"  [{encoder}] onnxruntime: {ort.path.name}" + (f" (exported in {secs:.0f} s)" if secs > 1 else ""))
     ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else (lambda: torch.autocast(device.type, enabled=False))
     x = torch.randn(args.batch, 3, size, size, device=device)
     rows = []
@@ -111,8 +135,16 @@ def run(encoder, size, args, device, amp: bool) -> list[tuple[str, float, float]
         with torch.no_grad(), ctx():
             hf(pixel_values=x)
 
-    t = interleaved({"ours": ours_fwd, "hf": hf_fwd}, args.repeats, device)
-    rows.append((f"batched inference  b={args.batch}", args.batch / t["ours"], args.batch / t["hf"]))
+    fns = {"ours": ours_fwd, "hf": hf_fwd}
+    if ort is not None:
+        fns["ort"] = lambda: ort(x)
+    t = interleaved(fns, args.repeats, device)
+    rows.append((f"batched inference  b={args.batch}", args.batch / t["ours"], args.batch / t["hf"], None))
+    if ort is not None:
+        with torch.no_grad():
+            err = rel_err(ort(x), ours(x))
+        rows.append((f"batched b={args.batch} onnxruntime", args.batch / t["ort"], args.batch / t["hf"], err))
+        batched_ort_vs_torch = (args.batch / t["ort"], args.batch / t["ours"], err)
     if device.type == "cuda":
         flops = forward_flops(ours, x)
         peak = next((v for k, v in PEAK_BF16.items() if k in torch.cuda.get_device_name(device)), None)
@@ -133,13 +165,22 @@ def run(encoder, size, args, device, amp: bool) -> list[tuple[str, float, float]
         with ctx():
             pipe(pil)
 
-    t = interleaved({"ours": ours_api, "hf": hf_api}, args.repeats, device)
-    rows.append(("per-image API 480x640", 1 / t["ours"], 1 / t["hf"]))
+    fns = {"ours": ours_api, "hf": hf_api}
+    if ort is not None:
+        fns["ort"] = lambda: ort.infer_image(photo, size)
+    t = interleaved(fns, args.repeats, device)
+    rows.append(("per-image API 480x640", 1 / t["ours"], 1 / t["hf"], None))
+    if ort is not None:
+        err = rel_err(ort.infer_image(photo, size), ours.infer_image(photo, size))
+        rows.append(("per-image 480x640 onnxruntime", 1 / t["ort"], 1 / t["hf"], err))
 
     ours_step = train_step_fn(ours, x, lambda m, v: _with(ctx, m, v))
     hf_step = train_step_fn(hf, x, lambda m, v: _with(ctx, lambda z: m(pixel_values=z).predicted_depth, v))
     t = interleaved({"ours": ours_step, "hf": hf_step}, max(2, args.repeats // 2 + 1), device)
-    rows.append((f"train step b={args.batch} (AdamW)", args.batch / t["ours"], args.batch / t["hf"]))
+    rows.append((f"train step b={args.batch} (AdamW)", args.batch / t["ours"], args.batch / t["hf"], None))
+    if ort is not None:  # our two backends, against each other ("hf img/s" column: our torch backend)
+        rows.append(("ort vs torch: batched", *batched_ort_vs_torch))
+        rows.append(("ort vs torch: per-image", rows[-3][1], rows[-4][1], rows[-3][3]))
     return rows
 
 
@@ -156,7 +197,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--threads", type=int, default=0, help="torch and onnxruntime CPU threads (0 = torch default)")
+    ap.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip the onnxruntime rows")
     args = ap.parse_args(argv)
     if args.quick:
         args.encoders, args.sizes, args.repeats = "vitt", args.sizes.split(",")[0], 3
@@ -168,13 +210,20 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}, transformers {transformers.__version__}")
     modes = [False, True] if device.type == "cuda" else [False]
-    print(f"{'encoder':<6} {'size':>4} {'dtype':<5} {'measure':<28} {'ours img/s':>11} {'hf img/s':>10} {'ratio':>7}")
+    if device.type == "cpu":
+        from dalib.model import cpu_has_native_bf16
+
+        print("bf16 on this CPU: " + ("native (AVX512-BF16/AMX); not benchmarked here, see bench_train.py"
+                                       if cpu_has_native_bf16() else
+                                       "not native (no AVX512-BF16/AMX): emulated bf16 is slower than fp32, no rows"))
+    print(f"{'encoder':<6} {'size':>4} {'dtype':<5} {'measure':<30} {'ours img/s':>11} {'hf img/s':>10} {'ratio':>7} "
+          f"{'err vs fp32':>11}")
     for encoder in args.encoders.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
             for amp in modes:
-                for label, a, b in run(encoder, size, args, device, amp):
-                    print(f"{encoder:<6} {size:>4} {'bf16' if amp else 'fp32':<5} {label:<28} {a:>11.2f} {b:>10.2f} "
-                          f"{a / b:>6.2f}x", flush=True)
+                for label, a, b, err in run(encoder, size, args, device, amp):
+                    print(f"{encoder:<6} {size:>4} {'bf16' if amp else 'fp32':<5} {label:<30} {a:>11.2f} {b:>10.2f} "
+                          f"{a / b:>6.2f}x " + (f"{err:>11.1e}" if err is not None else f"{'':>11}"), flush=True)
     return 0
 
 

@@ -9,6 +9,9 @@
     resize back + write shards - timed around the whole call.
 Same model, images, batch size and autocast. Each is run `--repeat` times, alternating; the best
 time of each is compared. Target: full <= 1.2x bare. Notebook 05_pseudo_labelling.
+`--backends torch,onnxruntime` measures both pairs in the same run; onnxruntime's bare time runs the same
+batches through the exported model (`dalib.export`, exported once and cached). Decoding overlaps the
+model only where a core is left beside the model's threads; the line "decoding threads" says which.
 """
 from __future__ import annotations
 
@@ -72,6 +75,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--no-amp", action="store_true")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--backends", default="torch,onnxruntime", help="comma-separated: torch, onnxruntime")
     args = p.parse_args(argv)
 
     from dalib import data
@@ -95,9 +99,35 @@ def main(argv=None) -> int:
           f"torch threads {torch.get_num_threads()}, first image {shape[0]}x{shape[1]}")
 
     batches = bare_batches(ds, args.input_size, args.batch_size, device)
+    import os
+
+    free = max(0, (os.cpu_count() or 1) - torch.get_num_threads())
+    print(f"decoding threads: {args.num_workers if args.num_workers is not None else min(4, free)} "
+          f"({os.cpu_count()} cpus, {torch.get_num_threads()} for the model"
+          + ("; no spare core: decoding runs in line, not overlapped)" if free == 0 and args.num_workers is None else ")"))
+    for backend in args.backends.split(","):
+        runner = model
+        if backend == "onnxruntime":
+            from dalib.export import onnx_runner
+
+            runner = onnx_runner(model.cpu())
+            model.to(device)
+        print(f"--- backend {backend}")
+        bench_one(args, ds, runner if backend == "onnxruntime" else model, batches, device, amp, backend)
+    return 0
+
+
+def bench_one(args, ds, model, batches, device, amp, backend) -> None:
+    from dalib.pseudo_label import pseudo_label
+
+    if backend == "onnxruntime":
+        device, amp = torch.device("cpu"), False
+        batches = [x.cpu() for x in batches]
     work = Path(tempfile.mkdtemp(prefix="bench_pseudo_label-"))
-    opts = dict(input_size=args.input_size, batch_size=args.batch_size, device=device, amp=amp,
-                num_workers=args.num_workers, progress=False)
+    opts = dict(input_size=args.input_size, batch_size=args.batch_size, amp=amp,
+                num_workers=args.num_workers, progress=False, backend=backend)
+    if backend == "torch":
+        opts["device"] = device
     if args.shard_size:
         opts["shard_size"] = args.shard_size
     try:
@@ -124,7 +154,6 @@ def main(argv=None) -> int:
           f"{', '.join(f'{x:.3f}' for x in full)}; its loop {lp:.3f} s)")
     ratio = f / b
     print(f"ratio full / bare time: {ratio:.2f}x  (target <= 1.2x: {'met' if ratio <= 1.2 else 'NOT met'})")
-    return 0
 
 
 if __name__ == "__main__":
