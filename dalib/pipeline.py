@@ -17,7 +17,8 @@ notebook), then the `-p` overrides, and always `run_dir`. The run folder receive
     DIR/report.md           tables of those numbers, report snippets and figures
 
 A failing notebook stops the run with its name, cell and error, exit code 1. Re-running the same
-command resumes after the last notebook that completed with the same parameters (`--restart` runs all).
+command resumes after the last notebook that completed with the same parameters (`--restart` executes all
+again, reusing finished checkpoints and datasets in the run folder: a new run folder retrains).
 
 With `--seeds 0,1,2` each seed is such a run in `DIR/seed-<s>/` (parameter `seed` = s, resumable on its
 own), and `DIR/metrics.json` / `DIR/report.md` aggregate them over seeds (dalib.seeds: mean ± std, claims
@@ -26,6 +27,7 @@ with 95% intervals). A failing seed stops the loop; the aggregate of the seeds b
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as _dt
 import hashlib
 import json
@@ -103,6 +105,43 @@ def declared_parameters(nb_path: Path) -> dict:
         raise PipelineError(f"{nb_path.name}: cannot read its parameters cell ({type(e).__name__}: {e})") from e
 
 
+def _default_value(source: str):
+    """The default of a `parameters` cell entry as a Python value, or `_UNKNOWN` for an expression."""
+    try:
+        return ast.literal_eval(source)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return _UNKNOWN
+
+
+_UNKNOWN = object()
+
+
+def _type_matches(value, default) -> bool:
+    """Does a profile or -p value fit the kind of the notebook's default? None defaults take anything;
+    an int default takes an int, a float default an int or a float, a bool default only a bool."""
+    if default is None or default is _UNKNOWN:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default)) or value is None
+
+
+def check_parameter_types(nb_name: str, declared: dict, params: dict) -> None:
+    """Stop before anything runs when a value has another kind than the notebook's default (`-p steps abc`
+    where `steps = 20`), naming the parameter, the notebook and both values."""
+    for name, value in params.items():
+        if name == "run_dir" or name not in declared:
+            continue
+        default = _default_value(declared[name]["default"])
+        if not _type_matches(value, default):
+            raise PipelineError(f"{nb_name}: parameter {name!r} = {value!r} ({type(value).__name__}), but the "
+                                f"notebook's default is {declared[name]['default']} ({type(default).__name__})")
+
+
 def resolve_parameters(nb_path: Path, cfg: dict, overrides: dict, run_dir: Path, declared: dict | None = None) -> dict:
     """Profile parameters the notebook declares, then its own section, then -p overrides, then run_dir.
 
@@ -119,6 +158,7 @@ def resolve_parameters(nb_path: Path, cfg: dict, overrides: dict, run_dir: Path,
         raise PipelineError(f"profile sets {unknown} for {nb_path.name}, which declares only {sorted(declared)}")
     params.update(own)
     params.update({k: v for k, v in overrides.items() if k in declared})
+    check_parameter_types(nb_path.name, declared, params)
     params["run_dir"] = str(run_dir)
     return params
 
@@ -359,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="one run per seed in RUN_DIR/seed-<s> (parameter seed = s), then an aggregate report")
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="override a notebook parameter (YAML value), e.g. -p seed 1")
-    ap.add_argument("--restart", action="store_true", help="run every notebook again instead of resuming")
+    ap.add_argument("--restart", action="store_true", help="execute every notebook again instead of resuming; finished "
+                    "checkpoints and datasets in the run folder are reused (use a new --run-dir to retrain)")
     ap.add_argument("--only", nargs="+", default=None, help="run only notebooks whose name starts with these, e.g. 01 02")
     ap.add_argument("--notebook-dir", type=Path, default=NOTEBOOK_DIR, help="where the NN_*.ipynb live (default notebooks/)")
     ap.add_argument("--config-dir", type=Path, default=CONFIG_DIR, help="where PROFILE.yaml lives (default configs/)")

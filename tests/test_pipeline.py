@@ -75,6 +75,17 @@ def test_configuration_errors_are_named(toy):
         run_pipeline("smoke", run, notebook_dir=nbdir, config_dir=cfgdir)
 
 
+@pytest.mark.parametrize("value, ok", [("notanumber", False), (2.5, False), (True, False), (None, True), (7, True)])
+def test_parameter_of_the_wrong_kind_stops_before_any_notebook_runs(toy, value, ok):
+    nbdir, cfgdir, run = toy  # 01_first declares `scale = 1` (an int)
+    if ok:
+        dalib.pipeline.resolve_parameters(nbdir / "01_first.ipynb", {}, {"scale": value}, run)
+        return
+    with pytest.raises(PipelineError, match=rf"01_first\.ipynb: parameter 'scale' = {value!r} .*default is 1 \(int\)"):
+        run_pipeline("smoke", run, {"scale": value}, notebook_dir=nbdir, config_dir=cfgdir)
+    assert not (run / "notebooks").exists()  # nothing ran
+
+
 @pytest.mark.slow
 def test_cli_exits_non_zero_and_names_the_notebook(toy):
     nbdir, cfgdir, run = toy
