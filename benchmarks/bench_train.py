@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from dalib.model import DepthAnything, cpu_has_native_bf16
-from dalib.train import (BatchPlan, TrainConfig, build_optimizer, freeze_unused, open_dataset, per_batch, train,
-                         use_autocast)
+from dalib.train import (BatchPlan, TrainConfig, build_optimizer, freeze_unused, open_training_dataset, per_batch,
+                         train, use_autocast)
 from dalib.transforms import JointTransform
 
 # dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets
@@ -158,7 +158,7 @@ def cpu_bf16_vs_fp32(cfg: TrainConfig, batch: dict, device: torch.device, steps:
 
 def data_rate(cfg: TrainConfig, batches: int) -> float:
     """images/s of the loop's input pipeline alone (same BatchPlan, transforms and workers)."""
-    ds = open_dataset(cfg.datasets[0], "train")
+    ds = open_training_dataset(cfg.datasets[0], "train")
     plan = BatchPlan([ds], per_batch(cfg), ["auto"], JointTransform(cfg.crop, scale=tuple(cfg.scale)), cfg.seed)
     loader = torch.utils.data.DataLoader(plan, batch_size=None, sampler=range(batches + 2), num_workers=cfg.num_workers,
                                          prefetch_factor=cfg.prefetch if cfg.num_workers else None)
@@ -202,7 +202,8 @@ def main(argv=None):
                           num_workers=args.num_workers, device=args.device, progress=False, out_dir=str(tmp / "run"))
         device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                               "cpu" if args.device == "auto" else args.device)
-        batch = BatchPlan([open_dataset(cfg.datasets[0], "train")], [args.batch_size], ["auto"], JointTransform(args.crop), 0)[0]
+        batch = BatchPlan([open_training_dataset(cfg.datasets[0], "train")], [args.batch_size], ["auto"],
+                          JointTransform(args.crop), 0)[0]
         # bare before and after the loop, the faster one counts: a load spike cannot flatter the loop
         amp = use_autocast(cfg, device)  # what the loop does on this device
         bare_a, flops = bare_rate(cfg, batch, device, max(5, args.steps), amp)

@@ -295,14 +295,9 @@ def photometric_hooks(n_sources: int, perturb: PerturbConfig | None = None) -> S
 def preview_batch(cfg: TrainConfig, hooks: StudentHooks, step: int = 0) -> tuple[dict, dict]:
     """(clean batch, the batch the student trains on) of step `step` of a run, on the CPU, without
     training: the same data plan and the same seeded perturbations / CutMix as `train(cfg, hooks)`."""
-    from dalib.train import BatchPlan, open_dataset, per_batch
-    from dalib.transforms import JointTransform
+    from dalib.train import build_plan
 
-    sources = cfg.sources()
-    dsets = [open_dataset(s["dataset"], s["split"], root=cfg.data_root, n=cfg.data_n) for s in sources]
-    plan = BatchPlan(dsets, per_batch(cfg), [s["target"] for s in sources],
-                     JointTransform(cfg.crop, scale=tuple(cfg.scale), hflip=cfg.hflip), cfg.seed)
-    clean = plan[step]
+    clean = build_plan(cfg)[step]
     hooks.bind(cfg)
     return clean, hooks.transform_batch(dict(clean), step)
 

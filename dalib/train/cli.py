@@ -1,0 +1,87 @@
+"""One training loop for the Depth Anything teacher and student: the command line.
+
+    python -m dalib.train --config configs/train.yaml                       # a YAML of TrainConfig fields
+    python -m dalib.train --datasets synth-indoor --crop 112 --steps 200 --out-dir runs/t
+    torchrun --nproc_per_node 2 -m dalib.train --datasets synth-indoor ...  # DDP (NCCL on GPUs, gloo on CPU)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Sequence
+
+from dalib.distributed import dist_env, report_result
+from dalib.train.config import TrainConfig, config_from_mapping, read_config_file
+from dalib.train.loop import train
+
+
+def _parse_list(text: str, conv) -> list:
+    return [conv(x) for x in text.split(",") if x != ""]
+
+
+def _field_parser(f: dataclasses.Field):
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if isinstance(default, bool):
+        return lambda s: s.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, (list, tuple)):
+        elem = type(default[0]) if default else str
+        conv = float if elem is float else int if elem is int else str
+        return (lambda s: tuple(_parse_list(s, conv))) if isinstance(default, tuple) else (lambda s: _parse_list(s, conv))
+    if isinstance(default, (int, float)):
+        return type(default)
+    if f.name == "data_n":
+        return lambda s: None if s.lower() == "none" else int(s)
+    return lambda s: None if s.lower() == "none" else s
+
+
+def field_comments() -> dict[str, str]:
+    """{field: its comment} read from the TrainConfig source (the help text of the command line)."""
+    import inspect
+    import re
+
+    out = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        m = re.match(r"\s+(\w+): [^#]+#\s*(.*)$", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """`--config file.yaml` (TrainConfig fields) then `--field value` flags (lists comma-separated)."""
+    ap = argparse.ArgumentParser(prog="python -m dalib.train", description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="YAML file with TrainConfig fields")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    comments = field_comments()
+    for name, f in fields.items():
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        ap.add_argument("--" + name.replace("_", "-"), dest=name, type=_field_parser(f), default=None,
+                        help=(f"{comments.get(name, '')} (default {default!r}"
+                              + ("; comma-separated" if isinstance(default, (list, tuple)) else "") + ")").replace("%", "%%"))
+    args = ap.parse_args(argv)
+    values: dict = read_config_file(args.config) if args.config else {}
+    for name in fields:
+        v = getattr(args, name)
+        if v is not None:
+            values[name] = v
+    return config_from_mapping(values, args.config or "command line")  # flags are known: unknowns come from the file
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = config_from_args(argv)
+    try:
+        result = train(cfg)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:  # bad settings or data, or a diverged run
+        print(f"dalib.train: error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, FloatingPointError) else 2
+    report_result(result)
+    if dist_env()[0] == 0:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
