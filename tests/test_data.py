@@ -540,3 +540,16 @@ def test_a_recalibrated_style_rebuilds_older_builds_on_load(tmp_path, fake_synth
     fake_synth.clear()
     D.load("synth-indoor", "test", n=2, **args)
     assert fake_synth == []
+
+
+@pytest.mark.parametrize("height", [0, -5, 2.5])
+def test_build_rejects_a_size_that_is_not_a_positive_integer(tmp_path, capsys, height):
+    from dalib.data.cli import main
+
+    with pytest.raises(ValueError, match=rf"synth-indoor.*height must be a positive integer.*{height!r}"):
+        D.build("synth-indoor", "train", 2, root=tmp_path, height=height)
+    if isinstance(height, int):
+        assert main(["build", "synth-indoor", "--split", "train", "-n", "2", "--root", str(tmp_path),
+                     "--height", str(height)]) == 1
+        assert "height must be a positive integer" in capsys.readouterr().err
+    assert not any(tmp_path.rglob("*x*")), "a size folder was created for an invalid size"

@@ -26,9 +26,22 @@ from dalib.shards import (FORMAT_VERSION, INDEX_FILE, mark_verified, read_index,
 _SENSOR_IDS = {s: i + 1 for i, s in enumerate(SENSORS)}
 
 
+def render_size(m: dict, height=None, width=None) -> tuple[int, int]:
+    """(H, W) of a generated split: the given sizes, or the manifest's where None. A size that is not a
+    positive integer is an error naming it (0 used to fall back to the manifest's size silently)."""
+    out = []
+    for name, value in (("height", height), ("width", width)):
+        if value is None:
+            value = m["source"][name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{dataset_ref(m)}: {name} must be a positive integer number of pixels, got {value!r}")
+        out.append(int(value))
+    return out[0], out[1]
+
+
 def _generator_params(m: dict, split: str, height=None, width=None, shard_size=None) -> dict:
     src = m["source"]
-    h, w = int(height or src["height"]), int(width or src["width"])
+    h, w = render_size(m, height, width)
     kinds = [src["kind"]] if isinstance(src["kind"], str) else list(src["kind"])
     if shard_size is None:  # about 64 MB of arrays per shard, so memory stays flat for any N
         shard_size = src.get("shard_size") or max(1, min(1024, int(64e6 // (h * w * 16))))
@@ -50,7 +63,7 @@ def _same_build(a: dict | None, b: dict) -> bool:
 def split_dir(name: str, split: str, *, root=None, height=None, width=None) -> Path:
     """Folder of a generated split: `<data>/<name>/<H>x<W>/<split>`."""
     m = get_manifest(name)
-    h, w = int(height or m["source"]["height"]), int(width or m["source"]["width"])
+    h, w = render_size(m, height, width)
     return data_root(root) / m["name"] / f"{h}x{w}" / split
 
 
