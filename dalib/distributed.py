@@ -3,6 +3,7 @@ their results back. Used by training (notebooks 04 and 06, `gpus` parameter) and
 
     rank, world, local_rank = dist_env()               # (0, 1, 0) outside torchrun
     device = resolve_device("auto")                    # cuda:LOCAL_RANK, else mps, else cpu
+    device = notebook_device(num_threads)              # a chapter's device line (04-07): cuda, else cpu
     results = run_torchrun("dalib.train", ["--config", "run.yaml"], nproc=2)   # one dict per rank
 
 A child returns its result with `report_result(result)`: a JSON file per rank in a folder the parent
@@ -75,3 +76,14 @@ def run_torchrun(module: str, args: Sequence[str], nproc: int) -> list[dict]:
         if missing:
             raise RuntimeError(f"{' '.join(cmd)} reported no result for {missing}:\n{proc.stderr[-4000:]}")
         return [json.loads(f.read_text()) for f in files]
+
+
+def notebook_device(num_threads: int = 0) -> torch.device:
+    """The device a chapter runs its models on, chosen as training chooses (CUDA when present, else the
+    CPU), after giving torch `num_threads` CPU threads when num_threads > 0 (0: torch's default).
+    Notebooks 04 to 07."""
+    if num_threads < 0:
+        raise ValueError(f"num_threads must be >= 0 (0: torch's default), got {num_threads}")
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+    return resolve_device("auto", mps=False)

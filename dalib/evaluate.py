@@ -292,11 +292,17 @@ def metrics_table(rows: dict[str, dict], keys: Sequence[str] = ("abs_rel", "delt
     return "\n".join(lines)
 
 
+def yes_no(flag) -> str:
+    """A boolean table cell as a reader says it: "yes" / "no" (a `results_table` format)."""
+    return "yes" if flag else "no"
+
+
 def results_table(rows: dict[str, dict], columns: Sequence[tuple]) -> str:
     """Markdown table of nested results: one row per model, one column per (header, path[, format]).
 
-    path is a dotted key into the row ("photo.abs_rel"); format a str.format spec (default "{:.3f}");
-    missing values (absent key or None) print as '-'. Notebook 07.
+    path is a dotted key into the row ("photo.abs_rel"); format a str.format spec (default "{:.3f}") or a
+    function of the value (e.g. `yes_no`); missing values (absent key or None) print as '-'. Notebooks 06
+    and 07.
     """
     def get(row, path):
         for key in path.split("."):
@@ -308,6 +314,7 @@ def results_table(rows: dict[str, dict], columns: Sequence[tuple]) -> str:
     cols = [(c[0], c[1], c[2] if len(c) > 2 else "{:.3f}") for c in columns]
     lines = ["| model | " + " | ".join(h for h, _, _ in cols) + " |", "|---|" + "---|" * len(cols)]
     for name, row in rows.items():
-        cells = [("-" if (v := get(row, path)) is None else fmt.format(v)) for _, path, fmt in cols]
+        cells = [("-" if (v := get(row, path)) is None else fmt(v) if callable(fmt) else fmt.format(v))
+                 for _, path, fmt in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

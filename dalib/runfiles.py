@@ -135,3 +135,72 @@ def environment_info() -> dict:
     except Exception:
         info["cuda"] = None
     return info
+
+
+# ----------------------------------------------------------------------------- what chapters hand on
+def run_relative(run_dir, path) -> str:
+    """`path` (a checkpoint, a label folder) relative to the run folder, as chapters record it, so that a
+    run folder can be moved or copied and still be read by the next chapter."""
+    return str(Path(path).resolve().relative_to(run_dir_path(run_dir)))
+
+
+def require_section(run_dir, notebook: str, what: str) -> dict:
+    """What notebook `notebook` recorded in run_dir (run_dir/metrics/<notebook>.json), for a chapter that
+    builds on it.
+
+    When it is missing, a FileNotFoundError names the notebook that makes it (`what` says what it makes)
+    and the run folder to run it with.
+    """
+    run_dir = run_dir_path(run_dir)
+    path = run_dir / "metrics" / f"{notebook}.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: run notebook {notebook}.ipynb first with run_dir={str(run_dir)!r} (it makes "
+            f"{what}), or `python -m dalib.pipeline --run-dir {run_dir}`")
+    return json.loads(path.read_text())
+
+
+def require_path(run_dir, notebook: str, rel: str | None, what: str) -> Path:
+    """run_dir / rel, a file or folder that notebook `notebook` wrote and recorded (e.g. a checkpoint).
+
+    When nothing was recorded (rel None) or the path is gone, a FileNotFoundError names `what` and the
+    notebook to run again.
+    """
+    run_dir = run_dir_path(run_dir)
+    if rel is None or not (run_dir / rel).exists():
+        where = "is not recorded" if rel is None else f"is gone ({run_dir / rel})"
+        raise FileNotFoundError(
+            f"{what} {where}: run notebook {notebook}.ipynb again with run_dir={str(run_dir)!r}")
+    return run_dir / rel
+
+
+def training_summary(run_dir, cfg, result: dict) -> dict:
+    """What a chapter records about one training run of `dalib.train` (notebooks 04 and 06): the final
+    checkpoint (relative to the run folder), training time read from the run's own log (so a loaded run
+    reports how long it took to train), steps, batch size, images seen, training images per source and the
+    last logged loss terms (None where the run logged none).
+    """
+    from dalib.train import read_log, training_seconds
+
+    log = read_log(cfg.out_dir)
+    last = log[-1] if log else {}
+    return {
+        "checkpoint_rel": run_relative(run_dir, result["checkpoint"]),
+        "train_seconds": training_seconds(log),
+        "steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "images_seen": cfg.steps * cfg.batch_size,
+        "train_images": [None if isinstance(d, str) else len(d) for d in cfg.datasets],  # names: unknown
+        "final_loss": last.get("total"),
+        "final_feat": last.get("feat"),
+    }
+
+
+def record_chapter(run_dir, section: str, metrics: dict, *, title: str, text: str = "", table: str = "",
+                   figures=()) -> Path:
+    """A chapter's closing bookkeeping in one call: its numbers (`record_metrics`) and its part of the
+    report (`record_report_section`): a `### title` heading, then `text`, a Markdown `table` and the named
+    figures of run_dir/figures. Returns the metrics file."""
+    parts = [f"### {title}", text, table, "\n".join(f"![{f}](figures/{f}.png)" for f in figures)]
+    record_report_section(run_dir, section, "\n\n".join(p for p in parts if p) + "\n")
+    return record_metrics(run_dir, section, metrics)

@@ -185,6 +185,14 @@ def test_claim_lower_and_results_table():
     assert lines[0] == "| model | AbsRel clean | images |" and lines[2] == "| a | 0.123 | 96 |" and lines[3] == "| b | - | - |"
 
 
+def test_results_table_takes_a_function_as_format():
+    from dalib.evaluate import yes_no
+
+    rows = {"s1": {"teacher": "v2", "cutmix": True}, "s2": {"teacher": "v1", "cutmix": False}, "s3": {}}
+    table = results_table(rows, [("teacher", "teacher", "{}"), ("CutMix", "cutmix", yes_no)])
+    assert table.splitlines()[2:] == ["| s1 | v2 | yes |", "| s2 | v1 | no |", "| s3 | - | - |"]
+
+
 def test_input_dependence_separates_a_model_from_a_layout_prior(scenes):
     from dalib.evaluate import input_dependence
 

@@ -63,3 +63,46 @@ def test_record_and_load_metrics(tmp_path):
     record_metrics(tmp_path, "07_evaluation", {"n": 3})
     record_metrics(tmp_path, "04_teacher_training", {"abs_rel": 0.2})  # re-recording replaces the section
     assert load_metrics(tmp_path) == {"04_teacher_training": {"abs_rel": 0.2}, "07_evaluation": {"n": 3}}
+
+
+def test_require_section_returns_the_record_or_names_the_notebook(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"run notebook 04_teacher_training\.ipynb first.*the teachers"):
+        runfiles.require_section(tmp_path, "04_teacher_training", "the teachers")
+    record_metrics(tmp_path, "04_teacher_training", {"v2_teacher": {"checkpoint_rel": "t/ck"}})
+    assert runfiles.require_section(tmp_path, "04_teacher_training", "the teachers") == {
+        "v2_teacher": {"checkpoint_rel": "t/ck"}}
+
+
+def test_require_path_checks_the_recorded_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"v2_teacher checkpoint is not recorded: run notebook 04_x"):
+        runfiles.require_path(tmp_path, "04_x", None, "v2_teacher checkpoint")
+    with pytest.raises(FileNotFoundError, match=r"is gone .*t/ck"):
+        runfiles.require_path(tmp_path, "04_x", "t/ck", "v2_teacher checkpoint")
+    (tmp_path / "t" / "ck").mkdir(parents=True)
+    assert runfiles.require_path(tmp_path, "04_x", "t/ck", "v2_teacher checkpoint") == tmp_path.resolve() / "t" / "ck"
+    assert runfiles.run_relative(tmp_path, tmp_path / "t" / "ck") == os.path.join("t", "ck")
+    with pytest.raises(ValueError):
+        runfiles.run_relative(tmp_path / "t", tmp_path / "elsewhere")
+
+
+def test_training_summary_reads_the_run_log(tmp_path):
+    from types import SimpleNamespace
+
+    out = tmp_path / "teacher"
+    out.mkdir()
+    rows = [{"step": 1, "total": 3.0, "elapsed_s": 1.5}, {"step": 2, "total": 2.5, "feat": 0.25, "elapsed_s": 4.0}]
+    (out / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = SimpleNamespace(out_dir=str(out), steps=2, batch_size=6, datasets=[[0] * 32, "synth-indoor"])
+    s = runfiles.training_summary(tmp_path, cfg, {"checkpoint": str(out / "checkpoints" / "step-00000002")})
+    assert s["checkpoint_rel"] == os.path.join("teacher", "checkpoints", "step-00000002")
+    assert (s["steps"], s["batch_size"], s["images_seen"]) == (2, 6, 12)
+    assert s["train_images"] == [32, None] and (s["final_loss"], s["final_feat"]) == (2.5, 0.25)
+    assert s["train_seconds"] == pytest.approx(4.0)
+
+
+def test_record_chapter_writes_metrics_and_report(tmp_path):
+    runfiles.record_chapter(tmp_path, "06_x", {"a": 1}, title="Students", table="| m |\n|---|",
+                            figures=["06_loss"])
+    assert load_metrics(tmp_path) == {"06_x": {"a": 1}}
+    assert (tmp_path / "report" / "06_x.md").read_text() == (
+        "### Students\n\n| m |\n|---|\n\n![06_loss](figures/06_loss.png)\n")
