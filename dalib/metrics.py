@@ -6,8 +6,6 @@ squares before depth metrics are computed. Shapes: (B, H, W); masks bool.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -274,8 +272,3 @@ def edge_precision_recall(
         "f1": mean_where(2 * tp / (n_pred + n_gt).clamp_min(1), has_gt),
         "n_images": int(has_gt.any(dim=0).sum()),
     }
-
-
-def summarize(metrics: dict[str, float], digits: int = 4) -> dict[str, float]:
-    """Round a metrics dict for reports; NaN stays NaN."""
-    return {k: (round(v, digits) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}
