@@ -9,7 +9,8 @@ from dalib.metrics import METRIC_KEYS, edge_precision_recall, eval_depth, ordina
 
 
 def numpy_metrics(pred_disp, gt, valid):
-    """The REFERENCE.md definitions, one image at a time, with numpy's least squares."""
+    """The standard depth metrics (Eigen et al. 2014, as evaluated by MiDaS and Depth Anything; notebook 07),
+    one image at a time, with numpy's least squares."""
     out = {k: [] for k in METRIC_KEYS}
     for p, t, m in zip(pred_disp, gt, valid):
         p, t = p[m].astype(np.float64), t[m].astype(np.float64)
