@@ -197,8 +197,13 @@ class StudentHooks(TrainHooks):
         self.frozen = None if self.frozen_source else frozen
         self.feat_weight = float(feat_weight) if frozen is not None else 0.0
         self.margin = float(margin)
-        self.cfg = perturb or PerturbConfig()
+        self.perturb = perturb or PerturbConfig()
         self.seed, self.rank, self.shares = 0, 0, None
+
+    @property
+    def cfg(self) -> PerturbConfig:
+        """The former name of `perturb` (read-only)."""
+        return self.perturb
 
     def to_spec(self) -> dict:
         """JSON-able description from which `from_spec` rebuilds these hooks (for torchrun launches)."""
@@ -206,7 +211,7 @@ class StudentHooks(TrainHooks):
             raise ValueError("StudentHooks with an in-memory frozen model cannot be described; pass the frozen "
                              "encoder as a checkpoint folder or a DINOv2 weights file")
         return {"perturbed": self.perturbed, "frozen": self.frozen_source, "feat_weight": self.feat_weight,
-                "margin": self.margin, "perturb": dataclasses.asdict(self.cfg)}
+                "margin": self.margin, "perturb": dataclasses.asdict(self.perturb)}
 
     @classmethod
     def from_spec(cls, spec: dict) -> "StudentHooks":
@@ -255,13 +260,13 @@ class StudentHooks(TrainHooks):
         img = batch["image"]
         for k in self.perturbed:
             s, c = starts[k], self.shares[k]
-            if self.cfg.jitter_p > 0 or self.cfg.blur_p > 0:
+            if self.perturb.jitter_p > 0 or self.perturb.blur_p > 0:
                 seed = int(torch.randint(0, 2**62, (1,), generator=g))
-                img = torch.cat([img[:s], perturb_images(img[s:s + c], self.cfg, seed), img[s + c:]])
+                img = torch.cat([img[:s], perturb_images(img[s:s + c], self.perturb, seed), img[s + c:]])
         batch = {**batch, "image": img}
         for k in self.perturbed:
-            if self.cfg.cutmix_p > 0:
-                boxes = cutmix_boxes(self.shares[k], H, W, self.cfg, g)
+            if self.perturb.cutmix_p > 0:
+                boxes = cutmix_boxes(self.shares[k], H, W, self.perturb, g)
                 batch = apply_cutmix(batch, starts[k], self.shares[k], boxes)
         return batch
 
