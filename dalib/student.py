@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -310,8 +309,7 @@ def preview_batch(cfg: TrainConfig, hooks: StudentHooks, step: int = 0) -> tuple
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m dalib.student --config run.yaml`: TrainConfig fields plus a `student` mapping (the
     `StudentHooks.to_spec()` fields); under torchrun every rank runs it (what `dalib.train.launch` starts)."""
-    from dalib.distributed import dist_env, report_result
-    from dalib.train import config_from_mapping, read_config_file, train
+    from dalib.train import config_from_mapping, read_config_file, train_and_report
 
     ap = argparse.ArgumentParser(prog="python -m dalib.student", description=main.__doc__.split("\n")[0])
     ap.add_argument("--config", required=True, help="YAML/JSON: TrainConfig fields + `student:` (StudentHooks spec)")
@@ -320,11 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = raw.pop("student", None)
     if spec is None:
         raise ValueError(f"{args.config}: no `student` mapping (perturbed, frozen, feat_weight, margin, perturb)")
-    result = train(config_from_mapping(raw, args.config), StudentHooks.from_spec(spec))
-    report_result(result)
-    if dist_env()[0] == 0:
-        print(json.dumps(result, default=str))
-    return 0
+    return train_and_report(config_from_mapping(raw, args.config), StudentHooks.from_spec(spec), prog="dalib.student")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Sequence
 from dalib.distributed import dist_env, report_result
 from dalib.train.config import TrainConfig, config_from_mapping, read_config_file
 from dalib.train.loop import train
+from dalib.train.step import TrainHooks
 
 
 def _parse_list(text: str, conv) -> list:
@@ -70,17 +71,22 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     return config_from_mapping(values, args.config or "command line")  # flags are known: unknowns come from the file
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    cfg = config_from_args(argv)
+def train_and_report(cfg: TrainConfig, hooks: TrainHooks | None = None, *, prog: str = "dalib.train") -> int:
+    """`train(cfg, hooks)` as a command: the result goes to the launching process (`report_result`) and, on
+    rank 0, to stdout as JSON; bad settings or data (exit 2) and a diverged run (exit 1) print one error line."""
     try:
-        result = train(cfg)
+        result = train(cfg, hooks)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:  # bad settings or data, or a diverged run
-        print(f"dalib.train: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, FloatingPointError) else 2
     report_result(result)
     if dist_env()[0] == 0:
         print(json.dumps(result, default=str))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return train_and_report(config_from_args(argv))
 
 
 if __name__ == "__main__":
