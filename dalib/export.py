@@ -15,8 +15,8 @@ The file carries metadata (`metadata_props`): encoder, version, patch size, inpu
 source checkpoint's sha256 and a sha256 of the weights. Files are written atomically: an export that
 fails leaves no file behind and an older file at the same path untouched.
 
-Both backends run one preprocessing (`dalib.model.preprocess_batch`) and one inference recipe
-(`dalib.model.infer_images`); only the network call differs.
+Both backends run one preprocessing (`dalib.images.preprocess_batch`) and one inference recipe
+(`dalib.images.infer_images`); only the network call differs.
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def _check_output_path(path: Path) -> None:
 
 
 def _metadata(model, source, sha_source: str | None) -> dict[str, str]:
-    from dalib.model import IMAGENET_MEAN, IMAGENET_STD, PATCH
+    from dalib.images import IMAGENET_MEAN, IMAGENET_STD, PATCH
 
     return {
         "format": FORMAT,
@@ -148,7 +148,8 @@ def export_onnx(model, path, *, source=None, size: tuple[int, int] | None = None
     """
     import copy
 
-    from dalib.model import PATCH, DepthAnything
+    from dalib.images import PATCH
+    from dalib.model import DepthAnything
 
     if not isinstance(model, DepthAnything):
         raise TypeError(f"export_onnx: expected a dalib.model.DepthAnything, got {type(model).__name__}")
@@ -306,7 +307,7 @@ class OnnxDepthAnything:
 
     def infer_batch(self, images, input_size: int = 518, *, batch_size: int = 8, **_) -> list[np.ndarray]:
         """Many images -> (H_i, W_i) float32 disparities; as `DepthAnything.infer_batch` (`infer_images`)."""
-        from dalib.model import infer_images
+        from dalib.images import infer_images
 
         return infer_images(self, images, input_size, batch_size=batch_size)
 

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dalib.distributed import resolve_device  # noqa: F401  (re-exported: dalib.model.resolve_device)
+from dalib.images import PATCH, infer_images
+from dalib.images import (IMAGENET_MEAN, IMAGENET_STD, as_rgb_array, network_size, preprocess,  # noqa: F401
+                          preprocess_batch, to_rgb_float)  # re-exported: they lived here before dalib.images
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-PATCH = 14  # DINOv2 patch size in pixels
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT = "dalib.DepthAnything"
@@ -867,105 +867,6 @@ def bf16_autocast_supported(device) -> bool:
     if device.type == "cpu":
         return cpu_has_native_bf16()
     return False
-
-
-def network_size(h: int, w: int, input_size: int = 518) -> tuple[int, int]:
-    """Official `Resize(keep_aspect_ratio, ensure_multiple_of=14, resize_method='lower_bound')` output (h, w).
-
-    scale = max(input_size / h, input_size / w); each side -> round(scale * side / 14) * 14, or ceil
-    when rounding would drop below input_size.
-    """
-    scale = max(input_size / h, input_size / w)
-
-    def fit(x: float) -> int:
-        y = int(np.round(x / PATCH) * PATCH)
-        return int(np.ceil(x / PATCH) * PATCH) if y < input_size else y
-
-    return fit(scale * h), fit(scale * w)
-
-
-def as_rgb_array(image) -> np.ndarray:
-    """Path, PIL image or array (HxW, HxWx1/3/4) -> HxWx3 numpy RGB, dtype kept (PIL via `pil_to_rgb`).
-
-    Alpha is dropped and grayscale repeated to three channels; any other shape raises ValueError.
-    """
-    if isinstance(image, (str, os.PathLike)):
-        from dalib.predict import read_image
-
-        image = read_image(image)
-    if not isinstance(image, (np.ndarray, torch.Tensor)):  # PIL
-        from dalib.predict import pil_to_rgb
-
-        image = pil_to_rgb(image)
-    a = np.asarray(image)
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an image HxW, HxWx3 or HxWx4, got shape {a.shape}")
-    return a[..., :3] if a.shape[2] >= 3 else np.repeat(a, 3, axis=2)
-
-
-def to_rgb_float(image) -> np.ndarray:
-    """Path, PIL image or numpy (HxW, HxWx3/4; uint8, uint16 or float in [0, 1]) -> HxWx3 float32 RGB in [0, 1]."""
-    a = as_rgb_array(image)
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0
-    if a.dtype == np.uint16:
-        return a.astype(np.float32) / 65535.0
-    return a.astype(np.float32)
-
-
-def preprocess_batch(rgbs: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    """HxWx3 float RGB images in [0, 1] -> (B, 3, h, w) float32: bicubic resize to `size` (cv2.INTER_CUBIC, as
-    the official code) and ImageNet normalisation. The one preprocessing of every inference path (both
-    backends of `infer_images`, pseudo-labelling). Each image is resized by one cv2 call straight into the
-    batch array (stacking images as channels of one call is slower in cv2 and rounds differently); the
-    normalisation and the layout change run once over the whole batch."""
-    import cv2
-
-    h, w = size
-    out = np.empty((len(rgbs), h, w, 3), np.float32)
-    for i, rgb in enumerate(rgbs):
-        if rgb.dtype == np.float32:
-            cv2.resize(rgb, (w, h), dst=out[i], interpolation=cv2.INTER_CUBIC)
-        else:
-            out[i] = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_CUBIC)
-    out -= np.asarray(IMAGENET_MEAN, np.float32)
-    out /= np.asarray(IMAGENET_STD, np.float32)
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
-
-
-def preprocess(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """HxWx3 float RGB in [0, 1] -> (3, h, w) float32: `preprocess_batch` of one image."""
-    return preprocess_batch([rgb], size)[0]
-
-
-def infer_images(run, images: Sequence, input_size: int = 518, *, batch_size: int = 8) -> list[np.ndarray]:
-    """The official inference recipe around any network: images -> list of (H_i, W_i) float32 disparities.
-
-    run: (B, 3, h, w) float32 CPU tensor -> (B, h, w) disparity tensor (any device): `DepthAnything.infer_batch`
-    passes the PyTorch model, `dalib.export.OnnxDepthAnything` an onnxruntime session. Each image is resized
-    keeping its aspect ratio (`network_size`), images of one network size are batched (`preprocess_batch`),
-    and each prediction is resized bilinearly back to its image's size (one call per original size).
-    """
-    rgbs = [to_rgb_float(im) for im in images]
-    sizes = [network_size(r.shape[0], r.shape[1], input_size) for r in rgbs]
-    results: list[np.ndarray | None] = [None] * len(rgbs)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, s in enumerate(sizes):
-        groups.setdefault(s, []).append(i)
-    for (h, w), members in groups.items():
-        for start in range(0, len(members), batch_size):
-            chunk = members[start:start + batch_size]
-            disp = run(torch.from_numpy(preprocess_batch([rgbs[i] for i in chunk], (h, w)))).float()
-            by_size: dict[tuple[int, int], list[int]] = {}
-            for j, i in enumerate(chunk):
-                by_size.setdefault(tuple(rgbs[i].shape[:2]), []).append(j)
-            for (H, W), js in by_size.items():
-                out = F.interpolate(disp[js][:, None], (H, W), mode="bilinear", align_corners=True)[:, 0].cpu()
-                for k, j in enumerate(js):
-                    results[chunk[j]] = out[k].numpy()
-    return results  # type: ignore[return-value]
 
 
 def export_onnx(model: DepthAnything, path: str | os.PathLike, **kw) -> Path:

@@ -9,7 +9,7 @@ float32 disparity `<name>.npy`. `--weights` takes an official `.pth`, an HF-form
 model directory, or a `save_pretrained` directory of this library; the format is read from the keys.
 `--backend onnxruntime` runs the network in ONNX Runtime (`dalib.export`): `--weights` is then an exported
 `.onnx` file, or any checkpoint, exported on the fly once (cached in ~/.cache/dalib/onnx, $DALIB_ONNX_CACHE).
-Both backends share the preprocessing (`dalib.model.preprocess_batch`) and the resize back.
+Both backends share the preprocessing (`dalib.images.preprocess_batch`) and the resize back.
 Unreadable images are reported by name and skipped; the exit code is then 1.
 """
 from __future__ import annotations
@@ -20,66 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dalib.images import MAX_PIXELS, pil_to_rgb, read_image  # noqa: F401  (re-exported: they lived here)
+
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".jp2"}
-MAX_PIXELS = 1 << 30  # PIL's decompression-bomb limit raised to 1 Gpx for large photos and panoramas
 
 
-# ============================================================================ image reading
-def pil_to_rgb(img) -> np.ndarray:
-    """PIL image of any mode -> HxWx3 numpy RGB (uint8, or float32 in [0, 1] for 16/32-bit and float modes).
-
-    EXIF orientation is applied; alpha is dropped (as cv2.imread in the official code does);
-    grayscale is repeated to three channels.
-    """
-    from PIL import ImageOps
-
-    img = ImageOps.exif_transpose(img)
-    mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        a = np.asarray(img).astype(np.float64)
-        top = 65535.0 if a.max(initial=0) <= 65535 else float(a.max())
-        a = np.clip(a / top, 0, 1).astype(np.float32)
-        return np.repeat(a[..., None], 3, axis=2)
-    if mode == "F":
-        a = np.asarray(img).astype(np.float64)
-        finite = np.isfinite(a)
-        lo, hi = (a[finite].min(), a[finite].max()) if finite.any() else (0.0, 1.0)
-        a = np.where(finite, (a - lo) / max(hi - lo, 1e-12), 0).astype(np.float32)
-        return np.repeat(a[..., None], 3, axis=2)
-    if mode != "RGB":
-        img = img.convert("RGBA" if "A" in mode or "transparency" in img.info else "RGB").convert("RGB")
-    return np.asarray(img)
-
-
-def read_image(path, max_size: int = 0) -> np.ndarray:
-    """Image file -> HxWx3 RGB numpy (see `pil_to_rgb`); longer side capped at max_size (0 = no cap).
-
-    Raises ValueError naming the file when it cannot be decoded.
-    """
-    import cv2
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
-    try:
-        with Image.open(path) as img:
-            if max_size and max(img.size) > 2 * max_size and img.format == "JPEG":
-                img.draft("RGB", (max_size, max_size))  # decode JPEG at 1/2..1/8 scale: fast for huge files
-            img.load()
-            rgb = pil_to_rgb(img)
-    except FileNotFoundError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
-    h, w = rgb.shape[:2]
-    if h == 0 or w == 0:
-        raise ValueError(f"{path}: empty image ({w}x{h})")
-    if max_size and max(h, w) > max_size:
-        s = max_size / max(h, w)
-        rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    return rgb
-
-
+# ============================================================================ inputs
 def collect_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
     """Files and folders -> [(file, name relative to its input for the outputs)], [error messages]."""
     files, errors = [], []

@@ -28,7 +28,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from dalib.disparity import depth_to_disparity, normalize_disparity, valid_depth_mask
-from dalib.model import IMAGENET_MEAN, IMAGENET_STD, PATCH, as_rgb_array
+from dalib.images import IMAGENET_MEAN, IMAGENET_STD, PATCH, as_rgb_array
 
 TARGET_KINDS = ("auto", "depth", "disparity")
 
