@@ -199,11 +199,6 @@ class StudentHooks(TrainHooks):
         self.perturb = perturb or PerturbConfig()
         self.seed, self.rank, self.shares = 0, 0, None
 
-    @property
-    def cfg(self) -> PerturbConfig:
-        """The former name of `perturb` (read-only)."""
-        return self.perturb
-
     def to_spec(self) -> dict:
         """JSON-able description from which `from_spec` rebuilds these hooks (for torchrun launches)."""
         if self.frozen is not None and self.frozen_source is None:
