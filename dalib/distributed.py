@@ -4,6 +4,7 @@ their results back. Used by training (notebooks 04 and 06, `gpus` parameter) and
     rank, world, local_rank = dist_env()               # (0, 1, 0) outside torchrun
     device = resolve_device("auto")                    # cuda:LOCAL_RANK, else mps, else cpu
     device = notebook_device(num_threads)              # a chapter's device line (04-07): cuda, else cpu
+    bf16_autocast_supported(device)                    # does bfloat16 autocast pay off there?
     results = run_torchrun("dalib.train", ["--config", "run.yaml"], nproc=2)   # one dict per rank
 
 A child returns its result with `report_result(result)`: a JSON file per rank in a folder the parent
@@ -11,6 +12,7 @@ names in $DALIB_RESULT_DIR (nothing happens outside `run_torchrun`).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -87,3 +89,39 @@ def notebook_device(num_threads: int = 0) -> torch.device:
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     return resolve_device("auto", mps=False)
+
+
+# ---------------------------------------------------------------- bfloat16 support
+def cpu_has_native_bf16() -> bool:
+    """Does this CPU compute bfloat16 natively (x86 AVX512-BF16 or AMX-BF16, from /proc/cpuinfo)? Without
+    it bf16 autocast on the CPU emulates the format and is slower than fp32. `DALIB_CPU_BF16=0/1` overrides
+    the detection (e.g. to compare both in `benchmarks/bench_train.py`)."""
+    forced = os.environ.get("DALIB_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return _cpuinfo_has_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo_has_bf16() -> bool:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no detection, fp32
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def bf16_autocast_supported(device) -> bool:
+    """Whether bf16 autocast pays off on `device`: CUDA with bf16 support, or a CPU with native bf16
+    (`cpu_has_native_bf16`); False elsewhere (fp32). Training (dalib.train) uses it for TrainConfig.amp."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return cpu_has_native_bf16()
+    return False

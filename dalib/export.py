@@ -10,7 +10,7 @@
 
 The graph comes from `torch.onnx.export(..., dynamo=True)` (torch.export): batch, height and width are
 dynamic (height and width multiples of 14), and the official position-embedding interpolation, which
-depends on the input size, is computed inside the graph (`dalib.model.interpolate_pos_encoding_traceable`).
+depends on the input size, is computed inside the graph (`dalib.pos_embed.interpolate_pos_encoding_traceable`).
 The file carries metadata (`metadata_props`): encoder, version, patch size, input normalisation, the
 source checkpoint's sha256 and a sha256 of the weights. Files are written atomically: an export that
 fails leaves no file behind and an older file at the same path untouched.
@@ -52,7 +52,7 @@ def file_sha256(path) -> str:
 
 
 def checkpoint_sha256(path) -> str:
-    """sha256 of a weights file, or of the files `dalib.model.load_weights` reads from a checkpoint folder
+    """sha256 of a weights file, or of the files `dalib.weights.load_weights` reads from a checkpoint folder
     (config.json, model.safetensors, pytorch_model.bin; names and contents)."""
     p = Path(path)
     if p.is_file():
@@ -204,7 +204,7 @@ def _check_against_torch(model, onnx_path: Path, shapes=None) -> None:
 
 def export_checkpoint(weights, path, *, encoder: str | None = None, version: str | None = None, **kw) -> Path:
     """A checkpoint (dalib folder, official .pth, HF .safetensors / folder) -> ONNX file (`export_onnx`)."""
-    from dalib.model import load_weights
+    from dalib.weights import load_weights
 
     weights = Path(weights)
     if not weights.exists():
@@ -355,7 +355,8 @@ def load_predictor(weights, backend: str = "torch", *, device=None, threads: int
     if p.suffix.lower() == ".onnx":
         raise ValueError(f"{p}: an ONNX file runs on the onnxruntime backend (--backend onnxruntime), "
                          f"not on torch")
-    from dalib.model import load_weights, resolve_device
+    from dalib.distributed import resolve_device
+    from dalib.weights import load_weights
 
     return load_weights(p, encoder=encoder, version=version).to(resolve_device(device)).eval()
 

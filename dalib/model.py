@@ -8,19 +8,16 @@
 The module tree keeps the official Depth-Anything-V2 names (`pretrained.*` for the encoder,
 `depth_head.*` for the DPT head), so `state_dict()` keys equal those of the released checkpoints and
 `model.load_state_dict(torch.load("depth_anything_v2_vits.pth", weights_only=True))` works strictly.
-`from_hf_state_dict` / `to_hf_state_dict` translate to and from `transformers`'
-`DepthAnythingForDepthEstimation`. Our own checkpoints are safetensors + JSON (`save_pretrained`).
+Our own checkpoints are safetensors + JSON (`save_pretrained` / `from_pretrained`); official, `transformers`
+and DINOv2 weights are converted and loaded by `dalib.weights` (its names stay reachable here:
+`dalib.model.load_weights`, `from_hf_state_dict`, ...). Images and preprocessing: `dalib.images`.
 
 Sizes are defined once in `CONFIGS`: vitt (a CPU-sized member of this course), vits, vitb, vitl, vitg.
 """
 from __future__ import annotations
 
-import functools
 import json
-import math
 import os
-import warnings
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -31,9 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dalib.distributed import resolve_device  # noqa: F401  (re-exported: dalib.model.resolve_device)
+from dalib.distributed import bf16_autocast_supported, cpu_has_native_bf16  # noqa: F401  (re-exported)
 from dalib.images import PATCH, infer_images
 from dalib.images import (IMAGENET_MEAN, IMAGENET_STD, as_rgb_array, network_size, preprocess,  # noqa: F401
                           preprocess_batch, to_rgb_float)  # re-exported: they lived here before dalib.images
+from dalib.pos_embed import (cubic_resample_matrix, interpolate_pos_encoding,  # noqa: F401  (re-exported)
+                             interpolate_pos_encoding_traceable)
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -93,84 +93,6 @@ def get_config(encoder: str | ModelConfig) -> ModelConfig:
 
 
 # ============================================================================ encoder helpers
-def interpolate_pos_encoding(pos_embed: Tensor, grid_h: int, grid_w: int, offset: float = 0.1) -> Tensor:
-    """Resample DINOv2 position embeddings (1, 1+N, C) to a grid_h x grid_w token grid, as the official code.
-
-    Official `DinoVisionTransformer.interpolate_pos_encoding` (interpolate_offset=0.1, no antialias):
-    bicubic with scale_factor = ((h0 + 0.1) / sqrt(N), (w0 + 0.1) / sqrt(N)), computed in float32. With
-    `scale_factor` the sampling positions are src = (dst + 0.5) / s - 0.5, which differs slightly from
-    `size=` (used by timm and transformers), so outputs at non-518 sizes differ by ~1% otherwise.
-    At the training grid (square, N tokens) the table is returned unchanged.
-    Under torch.export with a symbolic grid (ONNX export with dynamic height and width, `dalib.export`)
-    the same resampling runs as `cubic_resample_matrix` products, which trace for any grid size.
-    """
-    if isinstance(grid_h, torch.SymInt) or isinstance(grid_w, torch.SymInt):
-        return interpolate_pos_encoding_traceable(pos_embed, grid_h, grid_w, offset)
-    n = pos_embed.shape[1] - 1
-    if grid_h * grid_w == n and grid_h == grid_w:
-        return pos_embed
-    dim = pos_embed.shape[-1]
-    sqrt_n = math.sqrt(n)
-    side = int(sqrt_n)
-    patch = pos_embed[:, 1:].float().reshape(1, side, side, dim).permute(0, 3, 1, 2)
-    patch = F.interpolate(
-        patch,
-        scale_factor=((grid_h + offset) / sqrt_n, (grid_w + offset) / sqrt_n),
-        mode="bicubic",
-        antialias=False,
-    )
-    if patch.shape[-2:] != (grid_h, grid_w):  # the +0.1 offset guarantees floor(s * side) == grid
-        raise RuntimeError(f"pos-embed interpolation gave {tuple(patch.shape[-2:])}, expected {(grid_h, grid_w)}")
-    patch = patch.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
-    return torch.cat((pos_embed[:, :1].float(), patch), dim=1).to(pos_embed.dtype)
-
-
-def cubic_resample_matrix(out_size, in_size: int, scale: float) -> Tensor:
-    """(out_size, in_size) float32 weights of PyTorch's bicubic resize with `scale_factor=scale` along one axis.
-
-    As `upsample_bicubic2d` (align_corners=False, A = -0.75, border pixels repeated): output pixel d
-    samples src = (d + 0.5) / scale - 0.5 and mixes the inputs floor(src) - 1 .. floor(src) + 2 with the
-    cubic-convolution weights of t = src - floor(src). `out_size` may be symbolic (torch.export): only
-    tensor arithmetic on `arange(out_size)`, no Python branch on it.
-    """
-    a = -0.75
-    inv = torch.tensor(1.0 / scale, dtype=torch.float32)  # PyTorch: float(1.0 / scale_double)
-    src = (torch.arange(out_size, dtype=torch.float32) + 0.5) * inv - 0.5
-    base = torch.floor(src)
-    t = src - base
-    u = 1.0 - t
-    weights = (((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,  # cubic_convolution2(t + 1)
-               ((a + 2) * t - (a + 3)) * t * t + 1,                          # cubic_convolution1(t)
-               ((a + 2) * u - (a + 3)) * u * u + 1,                          # cubic_convolution1(1 - t)
-               ((a * (u + 1) - 5 * a) * (u + 1) + 8 * a) * (u + 1) - 4 * a)  # cubic_convolution2(2 - t)
-    cols = torch.arange(in_size, dtype=torch.float32)
-    m = torch.zeros(())
-    for k, w in enumerate(weights):
-        idx = torch.clamp(base + (k - 1), 0, in_size - 1)
-        m = m + w[:, None] * (idx[:, None] == cols[None, :]).to(torch.float32)
-    return m
-
-
-def interpolate_pos_encoding_traceable(pos_embed: Tensor, grid_h, grid_w, offset: float = 0.1) -> Tensor:
-    """`interpolate_pos_encoding` for symbolic grid sizes (torch.export, ONNX): the bicubic resize as
-    M_h @ table @ M_w^T with `cubic_resample_matrix`, the scale factors computed from the grid in the graph,
-    and the unchanged table at the square training grid chosen in the graph (identity matrices). Equal to
-    the eager function up to float32 rounding (~1e-7; the sums run in another order)."""
-    n = pos_embed.shape[1] - 1
-    dim = pos_embed.shape[-1]
-    sqrt_n = math.sqrt(n)
-    side = int(sqrt_n)
-    rows, cols = torch.arange(grid_h), torch.arange(grid_w)
-    same = (rows[-1] == side - 1) & (cols[-1] == side - 1)  # official: h * w == N and h == w
-    eye_h = (rows[:, None] == torch.arange(side)[None, :]).to(torch.float32)
-    eye_w = (cols[:, None] == torch.arange(side)[None, :]).to(torch.float32)
-    m_h = torch.where(same, eye_h, cubic_resample_matrix(grid_h, side, (grid_h + offset) / sqrt_n))
-    m_w = torch.where(same, eye_w, cubic_resample_matrix(grid_w, side, (grid_w + offset) / sqrt_n))
-    table = pos_embed[0, 1:].float().reshape(side, side, dim)
-    patch = torch.einsum("hi,ijc,wj->hwc", m_h, table, m_w).reshape(1, grid_h * grid_w, dim)
-    return torch.cat((pos_embed[:, :1].float(), patch), dim=1).to(pos_embed.dtype)
-
-
 def _build_encoder(cfg: ModelConfig) -> nn.Module:
     """timm DINOv2 ViT with the official layout (patch 14, LayerScale init 1.0, 518 pos-embed, no head)."""
     import timm
@@ -299,6 +221,11 @@ class DepthAnything(nn.Module):
         self.pretrained = _build_encoder(self.cfg)
         self.depth_head = DPTHead(self.cfg.embed_dim, self.cfg.features, self.cfg.out_channels)
         if pretrained_encoder is not None and pretrained_encoder is not False:
+            # Reading DINOv2 files is dalib.weights' job, and dalib.weights builds on this module: importing it at
+            # the top would be a circle. Notebooks 04/06 and dalib.train pass `pretrained_encoder` here, so the
+            # import happens in the call; `dalib.weights.build_model` does the same from the layer above.
+            from dalib.weights import load_encoder_weights
+
             load_encoder_weights(self, pretrained_encoder)
 
     # ---------------------------------------------------------------- encoder
@@ -438,12 +365,28 @@ class DepthAnything(nn.Module):
             c = cfg["config"]
             enc = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
         model = cls(enc, version=cfg.get("version", "v2"))
-        _load_strict(model, read_safetensors(w_path), str(w_path))
+        load_state_dict_strict(model, read_safetensors(w_path), str(w_path))
         return model.to(map_location)
 
 
-# ============================================================================ weight conversion
-def _load_strict(model: nn.Module, sd: dict, source: str) -> None:
+# ============================================================================ reading weights
+WEIGHT_FORMATS = ("expected a safetensors file, or a PyTorch state dict saved with torch.save "
+                  "(.pth/.pt/.bin, read with weights_only=True: tensors only, never arbitrary objects)")
+
+
+def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict:
+    """A .safetensors file -> {name: tensor}; a file that is not one raises ValueError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=device)
+    except SafetensorError as e:  # its message names neither the file nor what a weights file should be
+        raise ValueError(f"{path}: not a readable safetensors weights file ({e}); {WEIGHT_FORMATS}") from None
+
+
+def load_state_dict_strict(model: nn.Module, sd: dict, source: str) -> None:
+    """`model.load_state_dict(sd, strict=True)` with a ValueError naming `source` and the keys that differ."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -461,414 +404,6 @@ def _load_strict(model: nn.Module, sd: dict, source: str) -> None:
     model.load_state_dict(sd, strict=True)
 
 
-def _official_to_ours(sd: dict) -> dict:
-    """Official names -> module names; identical except the SwiGLU MLP of vitg (w12/w3 -> timm fc1/fc2)."""
-    out = {}
-    for k, v in sd.items():
-        k = k[len("module."):] if k.startswith("module.") else k
-        k = re.sub(r"\.mlp\.w12\.", ".mlp.fc1.", k)
-        k = re.sub(r"\.mlp\.w3\.", ".mlp.fc2.", k)
-        out[k] = v
-    return out
-
-
-def infer_encoder(sd: dict) -> str:
-    """Name of the CONFIGS entry whose encoder width and depth match a state dict (official or HF names)."""
-    pos = sd.get("pretrained.pos_embed", sd.get("backbone.embeddings.position_embeddings"))
-    if pos is None:
-        raise ValueError("cannot infer the encoder size: no 'pretrained.pos_embed' or "
-                         "'backbone.embeddings.position_embeddings' in the weights")
-    pat = re.compile(r"^(?:pretrained\.blocks|backbone\.encoder\.layer)\.(\d+)\.")
-    depth = 1 + max((int(m.group(1)) for k in sd if (m := pat.match(k))), default=-1)
-    for name, cfg in CONFIGS.items():
-        if cfg.embed_dim == pos.shape[-1] and cfg.depth == depth:
-            return name
-    raise ValueError(f"no CONFIGS entry has embed_dim={pos.shape[-1]} and depth={depth}")
-
-
-def from_official_state_dict(sd: dict, encoder: str | None = None, version: str = "v2") -> DepthAnything:
-    """Official Depth Anything checkpoint (`torch.load(..., weights_only=True)`) -> DepthAnything, strict."""
-    sd = _official_to_ours(sd)
-    model = DepthAnything(encoder or infer_encoder(sd), version=version)
-    _load_strict(model, sd, "official state dict")
-    return model
-
-
-# transformers' DepthAnythingForDepthEstimation names. HF fusion_stage.layers.{0,1,2,3} = refinenet{4,3,2,1}.
-_HEAD_TO_HF = [
-    (r"depth_head\.projects\.(\d)\.", r"neck.reassemble_stage.layers.\1.projection."),
-    (r"depth_head\.resize_layers\.(\d)\.", r"neck.reassemble_stage.layers.\1.resize."),
-    (r"depth_head\.scratch\.output_conv1\.", "head.conv1."),
-    (r"depth_head\.scratch\.output_conv2\.0\.", "head.conv2."),
-    (r"depth_head\.scratch\.output_conv2\.2\.", "head.conv3."),
-]
-_BLOCK_TO_HF = {  # official suffix inside blocks.N -> (new HF, legacy HF hub) suffix inside encoder.layer.N
-    "norm1": ("norm1", "norm1"),
-    "attn.proj": ("attention.o_proj", "attention.output.dense"),
-    "ls1.gamma": ("layer_scale1.lambda1", "layer_scale1.lambda1"),
-    "norm2": ("norm2", "norm2"),
-    "ls2.gamma": ("layer_scale2.lambda1", "layer_scale2.lambda1"),
-    "mlp.fc2": ("mlp.fc2", "mlp.fc2"),
-}
-_EMBED_TO_HF = {
-    "pretrained.cls_token": "backbone.embeddings.cls_token",
-    "pretrained.mask_token": "backbone.embeddings.mask_token",
-    "pretrained.pos_embed": "backbone.embeddings.position_embeddings",
-    "pretrained.patch_embed.proj.weight": "backbone.embeddings.patch_embeddings.projection.weight",
-    "pretrained.patch_embed.proj.bias": "backbone.embeddings.patch_embeddings.projection.bias",
-    "pretrained.norm.weight": "backbone.layernorm.weight",
-    "pretrained.norm.bias": "backbone.layernorm.bias",
-}
-
-
-def _head_key_to_hf(k: str) -> str:
-    m = re.match(r"depth_head\.scratch\.layer(\d)_rn\.(.*)", k)
-    if m:
-        return f"neck.convs.{int(m.group(1)) - 1}.{m.group(2)}"
-    m = re.match(r"depth_head\.scratch\.refinenet(\d)\.(.*)", k)
-    if m:
-        rest = m.group(2).replace("out_conv", "projection")
-        rest = rest.replace("resConfUnit1", "residual_layer1").replace("resConfUnit2", "residual_layer2")
-        rest = rest.replace("conv1", "convolution1").replace("conv2", "convolution2")
-        return f"neck.fusion_stage.layers.{4 - int(m.group(1))}.{rest}"
-    for pat, rep in _HEAD_TO_HF:
-        if re.match(pat, k):
-            return re.sub(pat, rep, k)
-    raise KeyError(f"no transformers name for {k!r}")
-
-
-def to_hf_state_dict(model: DepthAnything, legacy: bool = False) -> dict[str, Tensor]:
-    """Our weights -> `transformers` DepthAnythingForDepthEstimation names.
-
-    legacy=False: the module names of transformers >= 5 (`attention.q_proj`, ...), loadable with
-    `hf_model.load_state_dict`. legacy=True: the names in the hub checkpoints and transformers 4
-    (`attention.attention.query`, `mlp.weights_in`, ...). qkv is split into query/key/value.
-    """
-    swiglu = model.cfg.ffn == "swiglu"
-    out: dict[str, Tensor] = {}
-    which = 1 if legacy else 0
-    for k, v in model.state_dict().items():
-        if k in _EMBED_TO_HF:
-            out[_EMBED_TO_HF[k]] = v
-            continue
-        m = re.match(r"pretrained\.blocks\.(\d+)\.(.*)\.(weight|bias|gamma)$", k)
-        if m:
-            n, mod, kind = m.groups()
-            pre = f"backbone.encoder.layer.{n}."
-            if mod == "attn.qkv":
-                names = ("attention.attention.query", "attention.attention.key", "attention.attention.value") \
-                    if legacy else ("attention.q_proj", "attention.k_proj", "attention.v_proj")
-                for name, part in zip(names, v.chunk(3, dim=0)):  # qkv rows = [q; k; v]
-                    out[f"{pre}{name}.{kind}"] = part
-            elif mod == "mlp.fc1" and swiglu:
-                if legacy:
-                    out[f"{pre}mlp.weights_in.{kind}"] = v
-                else:  # official SwiGLU: x1, x2 = w12(x).chunk(2); silu(x1) * x2 -> gate = x1, up = x2
-                    gate, up = v.chunk(2, dim=0)
-                    out[f"{pre}mlp.gate_proj.{kind}"], out[f"{pre}mlp.up_proj.{kind}"] = gate, up
-            elif mod == "mlp.fc2" and swiglu:
-                out[f"{pre}mlp.{'weights_out' if legacy else 'down_proj'}.{kind}"] = v
-            elif mod == "mlp.fc1":
-                out[f"{pre}mlp.fc1.{kind}"] = v
-            else:
-                base = f"{mod}.gamma" if kind == "gamma" else mod
-                if base not in _BLOCK_TO_HF:
-                    raise KeyError(f"no transformers name for {k!r}")
-                hf = _BLOCK_TO_HF[base][which]
-                out[pre + hf if kind == "gamma" else f"{pre}{hf}.{kind}"] = v
-            continue
-        out[_head_key_to_hf(k)] = v
-    return out
-
-
-def _hf_to_official(sd: dict) -> dict:
-    """transformers DepthAnything names (new or legacy) -> our module names."""
-    sd = dict(sd)
-    out: dict[str, Tensor] = {}
-    inv_embed = {v: k for k, v in _EMBED_TO_HF.items()}
-    inv_block = {}
-    for ours, hf in _BLOCK_TO_HF.items():
-        for name in hf:
-            inv_block[name] = ours
-    qkv: dict[tuple[str, str], dict[str, Tensor]] = {}
-    glu: dict[tuple[str, str], dict[str, Tensor]] = {}
-    for k, v in sd.items():
-        if k in inv_embed:
-            out[inv_embed[k]] = v
-            continue
-        m = re.match(r"backbone\.encoder\.layer\.(\d+)\.(.*)\.(weight|bias|lambda1)$", k)
-        if m:
-            n, mod, kind = m.groups()
-            pre = f"pretrained.blocks.{n}."
-            qm = re.match(r"attention\.(?:attention\.)?(query|key|value|q_proj|k_proj|v_proj)$", mod)
-            if qm:
-                part = {"query": 0, "key": 1, "value": 2, "q_proj": 0, "k_proj": 1, "v_proj": 2}[qm.group(1)]
-                qkv.setdefault((n, kind), {})[part] = v
-            elif mod in ("mlp.gate_proj", "mlp.up_proj"):
-                glu.setdefault((n, kind), {})[mod] = v
-            elif mod == "mlp.weights_in":
-                out[f"{pre}mlp.fc1.{kind}"] = v
-            elif mod in ("mlp.weights_out", "mlp.down_proj"):
-                out[f"{pre}mlp.fc2.{kind}"] = v
-            elif mod == "mlp.fc1":
-                out[f"{pre}mlp.fc1.{kind}"] = v
-            elif kind == "lambda1":
-                out[pre + inv_block[f"{mod}.lambda1"]] = v
-            elif mod in inv_block:
-                out[f"{pre}{inv_block[mod]}.{kind}"] = v
-            else:
-                raise KeyError(f"unknown transformers key {k!r}")
-            continue
-        out[k] = v  # head keys: translated below
-    for (n, kind), parts in qkv.items():
-        if set(parts) != {0, 1, 2}:
-            raise KeyError(f"layer {n}: attention {kind} needs query, key and value; got parts {sorted(parts)}")
-        out[f"pretrained.blocks.{n}.attn.qkv.{kind}"] = torch.cat([parts[0], parts[1], parts[2]], dim=0)
-    for (n, kind), parts in glu.items():
-        out[f"pretrained.blocks.{n}.mlp.fc1.{kind}"] = torch.cat([parts["mlp.gate_proj"], parts["mlp.up_proj"]], 0)
-    return out
-
-
-def from_hf_state_dict(sd: dict, encoder: str | None = None, version: str = "v2") -> DepthAnything:
-    """transformers DepthAnythingForDepthEstimation weights (new or legacy names) -> DepthAnything, strict.
-
-    HF out_indices are 1-based over [embeddings, block 0, ...]: V2-S/B [3,6,9,12] = our blocks [2,5,8,11].
-    """
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
-    enc = encoder or infer_encoder(sd)
-    model = DepthAnything(enc, version=version)
-    hf_head = {_head_key_to_hf(k): k for k in model.state_dict() if k.startswith("depth_head.")}
-    conv = _hf_to_official({k: v for k, v in sd.items() if k.startswith("backbone.")})
-    for k, v in sd.items():
-        if k.startswith("backbone."):
-            continue
-        if k not in hf_head:
-            raise KeyError(f"unknown transformers key {k!r} for DepthAnything({enc!r})")
-        conv[hf_head[k]] = v
-    _load_strict(model, conv, "transformers state dict")
-    return model
-
-
-def hf_config(encoder: str, version: str = "v2") -> dict:
-    """kwargs for `transformers.DepthAnythingConfig(**hf_config(...))` describing the same network."""
-    cfg = get_config(encoder)
-    backbone = dict(model_type="dinov2", hidden_size=cfg.embed_dim, num_hidden_layers=cfg.depth,
-                    num_attention_heads=cfg.num_heads, image_size=cfg.img_size, patch_size=PATCH,
-                    layerscale_value=1.0, use_swiglu_ffn=cfg.ffn == "swiglu", mlp_ratio=4,
-                    out_indices=[i + 1 for i in cfg.block_indices(version)], reshape_hidden_states=False,
-                    apply_layernorm=True)
-    return dict(backbone_config=backbone, reassemble_hidden_size=cfg.embed_dim, patch_size=PATCH,
-                neck_hidden_sizes=list(cfg.out_channels), fusion_hidden_size=cfg.features,
-                reassemble_factors=[4, 2, 1, 0.5], head_hidden_size=32, depth_estimation_type="relative")
-
-
-# ============================================================================ loading any checkpoint
-_WEIGHT_FORMATS = ("expected a safetensors file, or a PyTorch state dict saved with torch.save "
-                   "(.pth/.pt/.bin, read with weights_only=True: tensors only, never arbitrary objects)")
-
-
-def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict:
-    """A .safetensors file -> {name: tensor}; a file that is not one raises ValueError naming it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path), device=device)
-    except SafetensorError as e:  # its message names neither the file nor what a weights file should be
-        raise ValueError(f"{path}: not a readable safetensors weights file ({e}); {_WEIGHT_FORMATS}") from None
-
-
-def _torch_load_weights(path: Path):
-    """torch.load(weights_only=True), with an error for files that are not tensors-only checkpoints.
-
-    torch's own error for such a file suggests `weights_only=False`, i.e. running the file's pickled code;
-    this message does not, and names the file instead."""
-    import pickle
-    import zipfile
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError, KeyError,
-            IndexError, TypeError, AttributeError) as e:  # text or other bytes trip the unpickler anywhere
-        raise ValueError(f"{path}: not a readable weights file: torch.load(weights_only=True) rejected it "
-                         f"({type(e).__name__}): it is not a PyTorch checkpoint, or it holds objects other than "
-                         f"tensors, which are never unpickled; {_WEIGHT_FORMATS}") from None
-
-
-def _read_state_dict(path: Path) -> dict:
-    """A .safetensors or torch pickle (.pth/.pt/.bin) file -> flat state dict (never unpickles objects)."""
-    if path.suffix == ".safetensors":
-        return read_safetensors(path)
-    sd = _torch_load_weights(path)
-    for key in ("model", "state_dict", "model_state_dict"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors")
-    return sd
-
-
-def load_weights(path: str | os.PathLike, encoder: str | None = None, version: str | None = None) -> DepthAnything:
-    """Any Depth Anything weights -> DepthAnything. Detects the format from the keys.
-
-    path: a dalib `save_pretrained` directory; an official `.pth`; an HF-format `.safetensors`/`.bin` or
-    an HF model directory (config.json + model.safetensors). encoder: checked against the weights
-    (inferred when None). version: "v1"/"v2" (HF directories carry it in config.json; default v2).
-    """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such weights file or directory")
-    hf_out_indices = None
-    if p.is_dir():
-        cfg_path = p / CONFIG_FILE
-        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-        if cfg.get("format") == FORMAT:
-            model = DepthAnything.from_pretrained(p)
-            if encoder and encoder != model.encoder:
-                raise ValueError(f"{p}: holds a {model.encoder!r} model, but encoder={encoder!r} was asked for")
-            return model
-        files = [p / n for n in (WEIGHTS_FILE, "pytorch_model.bin") if (p / n).is_file()]
-        if not files:
-            raise FileNotFoundError(f"{p}: no {CONFIG_FILE} of a dalib checkpoint and no model.safetensors")
-        hf_out_indices = (cfg.get("backbone_config") or {}).get("out_indices")
-        p = files[0]
-    sd = _read_state_dict(p)
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
-    official = any(k.startswith("pretrained.") for k in sd)
-    if not official and not any(k.startswith("backbone.") for k in sd):
-        raise ValueError(f"{p}: unknown key layout (first keys {list(sd)[:3]}); expected official "
-                         "'pretrained.*'/'depth_head.*' or transformers 'backbone.*'/'neck.*'/'head.*'")
-    try:
-        found = infer_encoder(sd)
-    except ValueError as e:
-        raise ValueError(f"{p}: {e}") from None
-    if encoder and encoder != found:
-        raise ValueError(f"{p}: weights are for {found!r} (embed dim / depth), but encoder={encoder!r} was asked for")
-    hf_version = None
-    if hf_out_indices:  # 1-based block numbers in the HF config tell V1 (last four) from V2
-        for v in ("v2", "v1"):
-            if [i + 1 for i in CONFIGS[found].block_indices(v)] == list(hf_out_indices):
-                hf_version = v
-        if hf_version is None:
-            raise ValueError(f"{p.parent}/{CONFIG_FILE}: out_indices {hf_out_indices} match neither V1 nor V2 "
-                             f"of {found!r}")
-    try:
-        if official:
-            return from_official_state_dict(sd, found, version or "v2")
-        return from_hf_state_dict(sd, found, version or hf_version or "v2")
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"{p}: {e}") from None
-
-
-# ============================================================================ DINOv2 encoder weights
-def _weights_dir() -> Path:
-    return Path(os.environ.get("DALIB_WEIGHTS_DIR", Path.home() / ".cache" / "dalib"))
-
-
-def find_encoder_weights(encoder) -> Path:
-    """Local DINOv2 weights of a size (name or ModelConfig), offline only: $DALIB_WEIGHTS_DIR (default
-    ~/.cache/dalib)/`<dinov2_hub>_pretrain.pth`, then the local Hugging Face cache of timm's
-    `<timm_name>.lvd142m`. Raises FileNotFoundError saying where to put the file."""
-    cfg = get_config(encoder)
-    if not cfg.dinov2_hub:
-        raise FileNotFoundError(f"no released DINOv2 weights exist for {cfg.name!r}; "
-                                "use pretrained_encoder=None (random init) or a file you trained")
-    local = _weights_dir() / f"{cfg.dinov2_hub}_pretrain.pth"
-    if local.is_file():
-        return local
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return Path(hf_hub_download(f"timm/{cfg.timm_name}.lvd142m", "model.safetensors", local_files_only=True))
-    except Exception:
-        pass
-    url = f"https://dl.fbaipublicfiles.com/dinov2/{cfg.dinov2_hub}/{cfg.dinov2_hub}_pretrain.pth"
-    raise FileNotFoundError(
-        f"DINOv2 weights for {cfg.name!r} not found offline. Download {url} and put it at {local} "
-        f"(or set DALIB_WEIGHTS_DIR), pass pretrained_encoder='/path/to/file', or place "
-        f"timm/{cfg.timm_name}.lvd142m in the Hugging Face cache.")
-
-
-def resolve_pretrained_encoder(choice, encoder):
-    """`pretrained_encoder` with "auto" resolved: the local DINOv2 file (str) when there is one, else None
-    (random init) with a RuntimeWarning; any other value is returned as is. Notebooks 04 and 06."""
-    if choice != "auto":
-        return choice
-    try:
-        return str(find_encoder_weights(encoder))
-    except FileNotFoundError as e:
-        warnings.warn(f"pretrained_encoder='auto': no local DINOv2 weights ({e}); the encoder starts from "
-                      "random weights, for which an encoder lr near 1e-4 suits better than 5e-6",
-                      RuntimeWarning, stacklevel=2)
-        return None
-
-
-def load_encoder_weights(model: DepthAnything, source=True) -> None:
-    """Initialise `model.pretrained` from DINOv2 weights, offline only.
-
-    source: a file (official `dinov2_vits14_pretrain.pth`, a timm `.safetensors`, or a full Depth
-    Anything checkpoint whose `pretrained.*` part is used), or True to look in
-    $DALIB_WEIGHTS_DIR (default ~/.cache/dalib) for `<dinov2_hub>_pretrain.pth` and then in the local
-    Hugging Face cache for `timm/<timm_name>.lvd142m`. Raises FileNotFoundError saying where to put it.
-    """
-    if source is True or source == "auto":
-        path = find_encoder_weights(model.cfg)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: DINOv2 encoder weights not found")
-    cfg = model.cfg
-    sd = _official_to_ours(_read_state_dict(path))
-    if any(k.startswith("pretrained.") for k in sd):
-        sd = {k[len("pretrained."):]: v for k, v in sd.items() if k.startswith("pretrained.")}
-    own = model.pretrained.state_dict()
-    sd.setdefault("mask_token", own["mask_token"])  # timm checkpoints have no mask_token
-    sd = {k: v for k, v in sd.items() if k in own or not k.startswith(("head", "fc_norm"))}
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    bad = [k for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or bad:
-        raise ValueError(f"{path}: not DINOv2 {cfg.name} encoder weights: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}, shape mismatch {bad[:5]}")
-    model.pretrained.load_state_dict(sd, strict=True)
-
-
-# ============================================================================ preprocessing
-def cpu_has_native_bf16() -> bool:
-    """Does this CPU compute bfloat16 natively (x86 AVX512-BF16 or AMX-BF16, from /proc/cpuinfo)? Without
-    it bf16 autocast on the CPU emulates the format and is slower than fp32. `DALIB_CPU_BF16=0/1` overrides
-    the detection (e.g. to compare both in `benchmarks/bench_train.py`)."""
-    forced = os.environ.get("DALIB_CPU_BF16", "").strip()
-    if forced in ("0", "1"):
-        return forced == "1"
-    return _cpuinfo_has_bf16()
-
-
-@functools.lru_cache(maxsize=1)
-def _cpuinfo_has_bf16() -> bool:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no detection, fp32
-        return False
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def bf16_autocast_supported(device) -> bool:
-    """Whether bf16 autocast pays off on `device`: CUDA with bf16 support, or a CPU with native bf16
-    (`cpu_has_native_bf16`); False elsewhere (fp32). Training (dalib.train) uses it for TrainConfig.amp."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return cpu_has_native_bf16()
-    return False
-
-
 def export_onnx(model: DepthAnything, path: str | os.PathLike, **kw) -> Path:
     """Write `model` as ONNX (dynamic batch, height, width; metadata; atomic): `dalib.export.export_onnx`."""
     from dalib.export import export_onnx as _export  # lazily: dalib.export builds on this module
@@ -881,3 +416,20 @@ def count_parameters(encoder: str, version: str = "v2") -> int:
     with torch.device("meta"):
         m = DepthAnything(encoder, version)
     return sum(p.numel() for p in m.parameters())
+
+
+# ============================================================================ names that moved to dalib.weights
+# `dalib.model.load_weights`, `from_official_state_dict`, ... are public API (notebooks 04, 06, 08, dalib.train).
+# dalib.weights builds on this module, so importing it at the top would be a circle: they are looked up on
+# first use instead (PEP 562 module __getattr__).
+_MOVED_TO_WEIGHTS = frozenset({"infer_encoder", "from_official_state_dict", "to_hf_state_dict", "from_hf_state_dict",
+                               "hf_config", "load_weights", "find_encoder_weights", "resolve_pretrained_encoder",
+                               "load_encoder_weights"})
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_WEIGHTS:
+        import dalib.weights
+
+        return getattr(dalib.weights, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

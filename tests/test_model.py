@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from dalib import model as M
+from dalib import weights as W
 
 transformers = pytest.importorskip("transformers")
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation  # noqa: E402
@@ -174,7 +175,7 @@ def test_swiglu_encoder_parity_and_conversion():
         assert torch.equal(back.state_dict()[k], v), k
     official = {k.replace("mlp.fc1.", "mlp.w12.").replace("mlp.fc2.", "mlp.w3."): v for k, v in ours.state_dict().items()}
     assert any(".mlp.w12." in k for k in official)
-    sd = M._official_to_ours(official)
+    sd = W._official_to_ours(official)
     m2 = M.DepthAnything(cfg)
     m2.load_state_dict(sd, strict=True)
 
@@ -425,3 +426,16 @@ def test_pretrained_encoder_offline(tmp_path, monkeypatch):
     m = M.DepthAnything("vitt", pretrained_encoder=tmp_path / "enc.safetensors")
     for k, v in enc.items():
         assert torch.equal(m.pretrained.state_dict()[k], v), k
+    built = W.build_model("vitt", pretrained_encoder=tmp_path / "enc.safetensors")  # the same, one layer up
+    for k, v in enc.items():
+        assert torch.equal(built.pretrained.state_dict()[k], v), k
+
+
+def test_weight_loading_names_stay_reachable_from_dalib_model():
+    for name in ("load_weights", "from_official_state_dict", "from_hf_state_dict", "to_hf_state_dict", "hf_config",
+                 "infer_encoder", "find_encoder_weights", "resolve_pretrained_encoder", "load_encoder_weights"):
+        assert getattr(M, name) is getattr(W, name), name
+    from dalib.model import load_weights  # noqa: F401  (`from ... import` goes through the same lookup)
+
+    with pytest.raises(AttributeError, match="no_such_name"):
+        M.no_such_name
