@@ -13,6 +13,8 @@ import torch
 from PIL import Image
 
 import dalib.pseudo_label as PL
+import dalib.pseudo_label.labelling as labelling
+import dalib.pseudo_label.pool as pool_module
 from dalib.model import DepthAnything
 from dalib.runfiles import REPO_ROOT
 
@@ -141,7 +143,7 @@ def test_shards_together_equal_unsharded(teacher, photos, clean, tmp_path):
 def test_interrupted_run_resumes(teacher, photos, clean, tmp_path, monkeypatch):
     out = tmp_path / "pl"
     written = []
-    real = PL._write_shard
+    real = labelling.write_label_shard
 
     def flaky(out_, k, *a, **kw):
         if written:
@@ -149,7 +151,7 @@ def test_interrupted_run_resumes(teacher, photos, clean, tmp_path, monkeypatch):
         written.append(k)
         return real(out_, k, *a, **kw)
 
-    monkeypatch.setattr(PL, "_write_shard", flaky)
+    monkeypatch.setattr(labelling, "write_label_shard", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
         run(teacher, photos, out)
     assert written == [0] and PL.status(out)["complete"] == [0]
@@ -162,7 +164,7 @@ def test_interrupted_run_resumes(teacher, photos, clean, tmp_path, monkeypatch):
         written.append(k)
         return real(out_, k, *a, **kw)
 
-    monkeypatch.setattr(PL, "_write_shard", counting)
+    monkeypatch.setattr(labelling, "write_label_shard", counting)
     res = run(teacher, photos, out)
     assert written == [1, 2] and res["images"] == 4 and res["skipped"] == 3
     assert not list(out.glob(".shard-*"))
@@ -188,8 +190,8 @@ def test_damaged_shard_detected_and_rebuilt(teacher, photos, clean, tmp_path, mo
     with pytest.raises(FileNotFoundError, match=r"shards 1 of 0-2 \(rows 3-5\)"):
         PL.load_pseudo_labels(out, verify=True)
     written = []
-    real = PL._write_shard
-    monkeypatch.setattr(PL, "_write_shard", lambda o, k, *a, **kw: written.append(k) or real(o, k, *a, **kw))
+    real = labelling.write_label_shard
+    monkeypatch.setattr(labelling, "write_label_shard", lambda o, k, *a, **kw: written.append(k) or real(o, k, *a, **kw))
     res = run(teacher, photos, out)
     assert written == [1] and res["images"] == 3
     rows, labels = labels_of(out)
@@ -316,7 +318,7 @@ def test_load_pseudo_pool_errors(two_folders, tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="index.json"):
         PL.load_pseudo_pool([a, tmp_path / "nothing"])
     real = PL.load_pseudo_labels
-    monkeypatch.setattr(PL, "load_pseudo_labels",
+    monkeypatch.setattr(pool_module, "load_pseudo_labels",
                         lambda d, **kw: real(d, **kw).remove_columns(["disparity"]) if str(d) == str(b) else real(d, **kw))
     with pytest.raises(ValueError, match=re.escape(str(b)) + r".*no column.*'disparity'"):
         PL.load_pseudo_pool([a, b])

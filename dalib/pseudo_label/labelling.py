@@ -1,0 +1,240 @@
+"""The labelling run: `pseudo_label` (one process, its shards) and `launch_pseudo_label` (several processes
+under torchrun); the inference loop overlaps decoding, the model and writing (notebook 05_pseudo_labelling)."""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from dalib.distributed import resolve_device
+from dalib.pseudo_label.pool import status
+from dalib.pseudo_label.sources import (BatchPlan, load_teacher, open_source, parse_shard, prefetch_batches, shards_of,
+                                        source_probe, teacher_fingerprint)
+from dalib.pseudo_label.store import (DEFAULT_SHARD_SIZE, output_features, prepare_index, shard_done,
+                                      write_label_shard)
+from dalib.shards import FORMAT_VERSION, INDEX_FILE, read_index, shard_grid, shard_name, sweep_temp
+
+DEFAULT_KEEP = ("index", "kind", "path", "meta")  # source metadata copied when present
+
+
+def pseudo_label(teacher, source, out_dir, *, split: str | None = None, n: int | None = None, root=None,
+                 input_size: int = 518, batch_size: int = 16, shard=(0, 1), shard_size: int | None = None,
+                 device=None, amp: bool = True, num_workers: int | None = None, progress: bool = True,
+                 keep_columns: Sequence[str] | None = None, verify: bool = True, overwrite: bool = False,
+                 backend: str = "torch") -> dict:
+    """Label `source` with `teacher` into `out_dir` (layout: `dalib.pseudo_label`'s docstring); resumable, shardable.
+
+    teacher: a DepthAnything or a path (`dalib.weights.load_weights`). source: a datasets.Dataset with an
+    `image` column, a dalib.data name with `split` (or a (name, split) pair), or a save_to_disk folder;
+    `n` keeps its first n rows. shard: (i, n) or 'i/n': this process computes shards k % n == i.
+    shard_size: rows per shard (default 256, or what `out_dir` already uses). device: None = the
+    teacher's own device when a model is given, else auto (cuda:LOCAL_RANK, mps, cpu); the model is
+    moved there. amp: bfloat16 autocast, on CUDA only. num_workers: threads decoding and preprocessing
+    while the model runs (default min(4, cpus per local rank - 1), at least 1; on a CPU device only on
+    cores that torch's own threads leave free; 0 = none, in line).
+    keep_columns: source columns copied to the output (default: index, kind, path, meta where present;
+    `heldout_*` names load synth-photo with its held-out ground truth). verify: check sha256 of existing
+    shards (else sizes only). backend: "torch", or "onnxruntime" (`dalib.export`: the teacher may then also be
+    an exported .onnx file; a PyTorch teacher is exported once and cached; runs on the CPU with torch's
+    thread count). Returns {"images", "skipped", "shards", "seconds", "images_per_s",
+    "out_dir", "complete"}; images/s counts the images labelled in this call. Notebook 05_pseudo_labelling.
+    """
+    import datasets
+
+    worker, workers = parse_shard(shard)
+    if input_size < 14 or batch_size < 1:
+        raise ValueError(f"input_size must be >= 14 and batch_size >= 1, got {input_size} and {batch_size}")
+    if backend not in ("torch", "onnxruntime"):
+        raise ValueError(f"backend: expected 'torch' or 'onnxruntime', got {backend!r}")
+    if backend == "onnxruntime":
+        from dalib.export import is_onnx_teacher, onnx_runner
+
+        torch_model = None if is_onnx_teacher(teacher) else load_teacher(teacher)  # for the fingerprint
+        model = onnx_runner(teacher)
+        fingerprint = teacher_fingerprint(torch_model) if torch_model is not None else \
+            "onnx-" + model.metadata.get("weights_sha256", "")[:16]
+        dev = torch.device("cpu")
+    else:
+        model = load_teacher(teacher)
+        if device is None and isinstance(teacher, torch.nn.Module):
+            dev = next(model.parameters()).device
+        else:
+            dev = resolve_device(device)
+        model.to(dev)
+        fingerprint = teacher_fingerprint(model)
+    src, desc = open_source(source, split, n=n, root=root, keep_columns=keep_columns)
+    if keep_columns is None:
+        keep = [c for c in DEFAULT_KEEP if c in src.column_names and c not in ("image", "disparity", "source_row")]
+    else:
+        keep = list(keep_columns)
+        for c in keep:
+            if c not in src.column_names:
+                raise ValueError(f"keep_columns: source has no column {c!r} (columns: {src.column_names})")
+            if c in ("image", "disparity", "source_row"):
+                raise ValueError(f"keep_columns: {c!r} is written by pseudo_label itself")
+    raw = src.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    old = read_index(out / INDEX_FILE)
+    if shard_size is None:
+        shard_size = int(old["shard_size"]) if old and old.get("shard_size") else DEFAULT_SHARD_SIZE
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    features = output_features(src.features, keep)
+    params = {"format": FORMAT_VERSION, "source": desc, "probe": source_probe(raw), "rows": len(src),
+              "shard_size": int(shard_size), "input_size": int(input_size), "teacher": fingerprint,
+              "encoder": model.encoder, "version": model.version, "columns": list(features),
+              "disparity": "raw teacher output (relative, >= 0, not normalised)"}
+    prepare_index(out, params, overwrite)
+
+    grid = shard_grid(len(src), shard_size)
+    mine = [grid[k] for k in shards_of(worker, workers, len(grid))]
+    sweep_temp(out, [shard_name(k) for k, _, _ in mine])  # leftovers of an interrupted write by this worker's shards
+    todo = [(k, s, c) for k, s, c in mine if not shard_done(out, k, s, c, verify=verify)]
+    skipped = sum(c for _, _, c in mine) - sum(c for _, _, c in todo)
+    if todo:
+        stats = _run(model, dev, raw, src, keep, features, out, todo, input_size=input_size, batch_size=batch_size,
+                     amp=amp, num_workers=num_workers, progress=progress, label=f"shard {worker}/{workers}")
+    else:
+        stats = {"images": 0, "seconds": 0.0}
+    done = sum(shard_done(out, k, s, c, verify=False) for k, s, c in grid)
+    return {"images": stats["images"], "skipped": skipped, "shards": len(todo), "seconds": stats["seconds"],
+            "images_per_s": stats["images"] / stats["seconds"] if stats["seconds"] > 0 else 0.0,
+            "out_dir": str(out), "complete": done == len(grid)}
+
+
+def _run(model, dev, raw, src, keep, features, out: Path, todo, *, input_size, batch_size, amp, num_workers,
+         progress, label) -> dict:
+    """Inference loop: threads decode and preprocess ahead, the model runs, a thread writes finished shards."""
+    from tqdm.auto import tqdm
+
+    use_cuda = dev.type == "cuda"
+    if num_workers is None:  # share the cpus between the local ranks; at least one thread runs ahead
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        num_workers = min(4, max(1, (os.cpu_count() or 1) // max(1, local) - 1))
+        if dev.type == "cpu":  # the model's own threads need the cores: load ahead only on a spare one
+            threads = getattr(model, "num_threads", None) or torch.get_num_threads()  # onnxruntime: its own
+            num_workers = min(num_workers, max(0, (os.cpu_count() or 1) - threads))
+    loader = prefetch_batches(BatchPlan(raw, todo, input_size, batch_size), input_size, num_workers, use_cuda)
+    shard_of = {}
+    labels: dict[int, list] = {}
+    for k, s, c in todo:
+        labels[k] = [None] * c
+        for r in range(s, s + c):
+            shard_of[r] = (k, s)
+    remaining = {k: c for k, _, c in todo}
+    start_of = {k: s for k, s, _ in todo}
+    info = {"device": str(dev), "amp": bool(amp and use_cuda), "input_size": input_size,
+            "backend": "torch" if isinstance(model, torch.nn.Module) else "onnxruntime"}
+    writer = concurrent.futures.ThreadPoolExecutor(1)
+    writes: list[concurrent.futures.Future] = []
+    was_training = model.training
+    model.eval()
+    n_images = sum(c for _, _, c in todo)
+    bar = tqdm(total=n_images, desc=f"pseudo-labels {label}", unit="img", disable=not progress)
+
+    def finish(pending):
+        """Collect a batch's labels (waiting for its copy), and hand complete shards to the writer."""
+        rows, sizes, host, event = pending
+        if event is not None:
+            event.synchronize()
+        for j, (r, (H, W)) in enumerate(zip(rows, sizes)):
+            k, s = shard_of[r]
+            labels[k][r - s] = host[j] if isinstance(host, list) else host[j, :H, :W].numpy()
+            remaining[k] -= 1
+            if remaining[k] == 0:
+                for f in writes[:-1]:
+                    f.result()  # at most one shard waits to be written (memory); a failed write surfaces here
+                del writes[:-1]
+                writes.append(writer.submit(write_label_shard, out, k, start_of[k], raw, src, keep, labels.pop(k),
+                                            features, info))
+        bar.update(len(rows))
+
+    import cv2
+
+    cv2_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # images are resized in parallel by our threads; cv2's pool would fight torch's
+    t0 = time.perf_counter()
+    pending = None
+    try:
+        with torch.inference_mode(), (torch.cuda.device(dev) if use_cuda else contextlib.nullcontext()):
+            for batch in loader:
+                x = batch["x"].to(dev, non_blocking=use_cuda)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(amp and use_cuda)):
+                    disp = model(x)
+                disp = disp.float()[:, None]
+                sizes = [(int(h), int(w)) for h, w in batch["sizes"]]
+                if len(set(sizes)) == 1:  # one original size: one batched resize back
+                    up = F.interpolate(disp, sizes[0], mode="bilinear", align_corners=True)[:, 0]
+                    if use_cuda:
+                        host = torch.empty(up.shape, dtype=up.dtype, pin_memory=True)
+                        host.copy_(up, non_blocking=True)
+                        event = torch.cuda.Event()
+                        event.record(torch.cuda.current_stream(dev))
+                    else:
+                        host, event = up.cpu(), None
+                else:
+                    host = [F.interpolate(disp[j:j + 1], hw, mode="bilinear", align_corners=True)[0, 0].cpu().numpy()
+                            for j, hw in enumerate(sizes)]
+                    event = None
+                if pending is not None:
+                    finish(pending)  # the previous batch: its copy overlapped this batch's compute
+                pending = (batch["rows"], sizes, host, event)
+            if pending is not None:
+                finish(pending)
+        for f in writes:
+            f.result()
+    finally:
+        loader.close()  # stops the loading threads when the loop ends early
+        cv2.setNumThreads(cv2_threads)
+        writer.shutdown(wait=True)
+        bar.close()
+        model.train(was_training)
+    seconds = time.perf_counter() - t0
+    return {"images": n_images, "seconds": seconds}
+
+
+def launch_pseudo_label(teacher, source, out_dir, *, nproc: int = 1, input_size: int = 518, batch_size: int = 16,
+                        overwrite: bool = False, progress: bool = True, **kw) -> dict:
+    """`pseudo_label` in this process (nproc <= 1), or sharded over `nproc` processes under torchrun (shard
+    RANK/WORLD_SIZE each, one GPU each). Notebook 05 (`gpus` parameter).
+
+    For torchrun the teacher must be a path (checkpoint folder or weights file) and an in-memory source is
+    saved next to out_dir (`<out_dir>.source/`) first. Returns pseudo_label's summary; with torchrun,
+    "seconds" is the wall time of the whole launch and "images" the rows labelled by it.
+    """
+    if nproc <= 1:
+        return pseudo_label(teacher, source, out_dir, input_size=input_size, batch_size=batch_size,
+                            overwrite=overwrite, progress=progress, **kw)
+    from dalib.data import dataset_on_disk
+    from dalib.distributed import run_torchrun
+
+    if not isinstance(teacher, (str, os.PathLike)):
+        raise ValueError("launch_pseudo_label with nproc > 1 needs the teacher as a path (checkpoint folder or "
+                         "weights file), so that every process can load it")
+    unknown = sorted(set(kw) - {"split", "n", "root", "shard_size"})
+    if unknown:
+        raise ValueError(f"launch_pseudo_label with nproc > 1 does not pass {unknown} to the processes")
+    out = Path(out_dir)
+    src = dataset_on_disk(source, out.with_name(out.name + ".source"))
+    args = ["--teacher", teacher, "--source", src, "--out", out, "--input-size", input_size,
+            "--batch-size", batch_size, "--quiet"]
+    for k in ("split", "n", "root", "shard_size"):
+        if kw.get(k) is not None:
+            args += [f"--{k.replace('_', '-')}", kw[k]]
+    if overwrite:
+        args.append("--overwrite")
+    t0 = time.perf_counter()
+    results = run_torchrun("dalib.pseudo_label", args, nproc)  # each rank's summary (see `main`)
+    seconds = time.perf_counter() - t0
+    st = status(out)
+    images = sum(r["images"] for r in results)
+    return {"images": images, "skipped": st["rows"] - images, "shards": st["shards"], "seconds": seconds,
+            "images_per_s": images / seconds if seconds > 0 else 0.0, "out_dir": str(out), "complete": not st["missing"]}
