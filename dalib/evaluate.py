@@ -1,6 +1,6 @@
 """Evaluate relative-depth models on `datasets` splits, overall and per material (notebooks 04 and 07).
 
-    preds = predict(model, images, input_size=112)              # official preprocessing, batched
+    preds = predict_disparities(model, images, input_size=112)  # official preprocessing, batched
     report = evaluate(preds, depth, mask, material)              # {"all": {...}, "thin": {...}, "glass_mirror": {...}}
     report = evaluate_model(model, dataset, input_size=112)      # both at once
     base = mean_disparity_baseline(depth, mask, 64)              # the trivial baseline: one fixed map
@@ -51,7 +51,7 @@ def dataset_arrays(ds, columns: Sequence[str] = ("image", "depth", "mask", "mate
     return out
 
 
-def predict(model, images, *, input_size: int = 518, batch_size: int = 16) -> np.ndarray:
+def predict_disparities(model, images, *, input_size: int = 518, batch_size: int = 16) -> np.ndarray:
     """Relative disparity for (N, H, W, 3) uint8 images (or a list of equal-size images) at their own resolution.
 
     A `DepthAnything` uses the official preprocessing (`infer_batch`): aspect kept, shorter side >= input_size,
@@ -61,11 +61,13 @@ def predict(model, images, *, input_size: int = 518, batch_size: int = 16) -> np
     if hasattr(model, "infer_batch"):
         return np.stack(model.infer_batch(list(images), input_size, batch_size=batch_size))
     if not callable(model):
-        raise TypeError(f"predict: expected a DepthAnything or a function images -> disparities, got {type(model).__name__}")
+        raise TypeError(f"predict_disparities: expected a DepthAnything or a function images -> disparities, "
+                        f"got {type(model).__name__}")
     images = np.asarray(images)
     out = np.asarray(model(images), dtype=np.float32)
     if out.shape != images.shape[:3]:
-        raise ValueError(f"predict: the function returned shape {out.shape} for images {images.shape}; expected {images.shape[:3]}")
+        raise ValueError(f"predict_disparities: the function returned shape {out.shape} for images {images.shape}; "
+                         f"expected {images.shape[:3]}")
     return out
 
 
@@ -98,7 +100,7 @@ def mean_disparity_baseline(targets, masks=None, size: int | tuple[int, int] | N
 
 def constant_predictor(disparity):
     """A "model" that predicts the same (h, w) disparity map for every image, resized bilinearly to the
-    image's size: images (N, H, W, 3) -> (N, H, W). Use it with `predict` / `evaluate_model` /
+    image's size: images (N, H, W, 3) -> (N, H, W). Use it with `predict_disparities` / `evaluate_model` /
     `evaluate_middlebury`; the evaluation aligns it to each image by least squares, as every model."""
     base = torch.as_tensor(np.asarray(disparity, dtype=np.float32))
     if base.dim() != 2:
@@ -162,9 +164,9 @@ def evaluate_model(model, ds, *, input_size: int = 518, batch_size: int = 16, or
                    seed: int = 0) -> tuple[dict, np.ndarray]:
     """Predict every image of a labelled `datasets.Dataset` and `evaluate` it; returns (report, predictions).
 
-    model: a DepthAnything or a function images -> disparities (see `predict`)."""
+    model: a DepthAnything or a function images -> disparities (see `predict_disparities`)."""
     arrays = dataset_arrays(ds)
-    preds = predict(model, arrays["image"], input_size=input_size, batch_size=batch_size)
+    preds = predict_disparities(model, arrays["image"], input_size=input_size, batch_size=batch_size)
     report = evaluate(preds, arrays["depth"], arrays.get("mask"), arrays.get("material"),
                       regions=regions, ordinal_pairs=ordinal_pairs, seed=seed, edges=edges)
     return report, preds
@@ -232,12 +234,12 @@ def evaluate_middlebury(model, *, input_size: int = 518, crop: float = 0.6, batc
     `middlebury_samples` (the full image and five crops of `crop` times its sides). Notebook 07.
 
     Each sample is an image of its own: the model predicts it at `input_size` (shorter side, as
-    `predict`), so a crop is seen magnified 1/crop times relative to the full image; the prediction is
+    `predict_disparities`), so a crop is seen magnified 1/crop times relative to the full image; the prediction is
     aligned to the sample's GT disparity by least squares and scored on its valid pixels (`eval_depth`);
     the six per-sample metrics are averaged with equal weight. The samples test one scene at two scales
     and five framings; they are not independent images.
 
-    model: a DepthAnything or a function images -> disparities (see `predict`). Returns (report,
+    model: a DepthAnything or a function images -> disparities (see `predict_disparities`). Returns (report,
     predictions by sample name) with report = {"all": metrics averaged over samples, "per_sample":
     {name: {abs_rel, delta1}}, "n_images": 6, "samples": names, "crop", "input_size"}.
     """
@@ -248,7 +250,8 @@ def evaluate_middlebury(model, *, input_size: int = 518, crop: float = 0.6, batc
     preds: list = [None] * len(samples)
     per: list = [None] * len(samples)  # per sample: {metric: value}
     for idx in by_shape.values():  # samples of one size form one batch (the crops; the full image)
-        p = predict(model, np.stack([samples[i]["image"] for i in idx]), input_size=input_size, batch_size=batch_size)
+        p = predict_disparities(model, np.stack([samples[i]["image"] for i in idx]), input_size=input_size,
+                                batch_size=batch_size)
         t = torch.as_tensor(np.stack([samples[i]["depth"] for i in idx]))
         m = torch.as_tensor(np.stack([samples[i]["mask"] for i in idx]))
         metrics, scored = per_image_depth_metrics(torch.as_tensor(p), t, m)

@@ -75,14 +75,14 @@ def score(model, root) -> dict:
     """AbsRel (matched, shuffled) on clean and photo test images, Middlebury AbsRel."""
     import datasets
 
-    from dalib.evaluate import dataset_arrays, evaluate_middlebury, input_dependence, predict
+    from dalib.evaluate import dataset_arrays, evaluate_middlebury, input_dependence, predict_disparities
 
     clean = datasets.concatenate_datasets([_load(k, "test", N_TEST, root) for k in ("synth-indoor", "synth-outdoor")])
     photo = _load("synth-photo", "test", 2 * N_TEST, root)
     out = {}
     for domain, ds in (("clean", clean), ("photo", photo)):
         arr = dataset_arrays(ds, ("image", "depth", "mask"))
-        r = input_dependence(predict(model, arr["image"], input_size=CROP), arr["depth"], arr["mask"])
+        r = input_dependence(predict_disparities(model, arr["image"], input_size=CROP), arr["depth"], arr["mask"])
         out[domain], out[f"{domain}_shuffled"] = r["abs_rel"], r["abs_rel_shuffled"]
     out["middlebury"] = evaluate_middlebury(model, input_size=CROP)[0]["all"]["abs_rel"]
     return out

@@ -5,7 +5,7 @@ import pytest
 
 from dalib.evaluate import (MIDDLEBURY_SAMPLES, claim_lower, constant_predictor, dataset_arrays, evaluate,
                             evaluate_constant, evaluate_middlebury, evaluate_model, mean_disparity_baseline,
-                            metrics_table, middlebury_samples, predict, results_table)
+                            metrics_table, middlebury_samples, predict_disparities, results_table)
 from dalib.synth import MATERIALS, generate
 
 
@@ -85,9 +85,10 @@ def test_evaluate_model_and_table(scenes):
     model = DepthAnything("vitt").eval()
     rep, preds = evaluate_model(model, ds, input_size=56, batch_size=2)
     assert preds.shape == (4, 56, 70) and np.isfinite(preds).all()
-    # the report is `evaluate` of `predict`'s maps, and its numbers are those of the numpy reference below
+    # the report is `evaluate` of `predict_disparities`' maps, and its numbers are those of the numpy reference below
     arr = dataset_arrays(ds)
-    np.testing.assert_allclose(preds, predict(model, arr["image"], input_size=56, batch_size=4), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(preds, predict_disparities(model, arr["image"], input_size=56, batch_size=4),
+                               rtol=1e-5, atol=1e-6)
     for name in ("all", "thin", "glass_mirror"):
         if rep.get(name) is not None:
             want = _reference_metrics(preds, arr["depth"], arr["mask"], None if name == "all" else
@@ -127,7 +128,7 @@ def test_constant_predictor_is_scored_like_a_model(scenes):
     out, ds = scenes
     base = mean_disparity_baseline(out["depth"], out["mask"], size=32)
     fn = constant_predictor(base)
-    preds = predict(fn, out["image"])
+    preds = predict_disparities(fn, out["image"])
     assert preds.shape == (4, 56, 70) and (preds == preds[0]).all()
     rep, preds2 = evaluate_constant(base, ds, ordinal_pairs=100, edges=True)
     np.testing.assert_array_equal(preds, preds2)
@@ -138,7 +139,7 @@ def test_constant_predictor_is_scored_like_a_model(scenes):
     per, _ = evaluate_constant(exact0, ds.select([0]))
     assert per["all"]["abs_rel"] < 1e-5
     with pytest.raises(ValueError, match="returned shape"):
-        predict(lambda x: np.zeros((1, 2, 2)), out["image"])
+        predict_disparities(lambda x: np.zeros((1, 2, 2)), out["image"])
 
 
 def test_middlebury_samples_and_evaluation():
