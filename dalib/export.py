@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dalib.shards import file_sha256
+
 FORMAT = "dalib.DepthAnything.onnx/1"  # metadata "format" of the files written here
 INPUT_NAME, OUTPUT_NAME = "image", "disparity"
 SAMPLE_SIZE = (266, 350)  # traced example (not the 37 x 37 training grid: that case is chosen in the graph)
@@ -43,14 +45,6 @@ PROTOBUF_LIMIT = 2_000_000_000  # bytes; larger models keep their weights in OUT
 
 
 # ============================================================================ hashes
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def checkpoint_sha256(path) -> str:
     """sha256 of a weights file, or of the files `dalib.weights.load_weights` reads from a checkpoint folder
     (config.json, model.safetensors, pytorch_model.bin; names and contents)."""

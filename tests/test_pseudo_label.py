@@ -21,13 +21,7 @@ from dalib.runfiles import REPO_ROOT
 INPUT = 42  # network input: shorter side 42 px (3 patches), enough to exercise the aspect-keeping resize
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The machine is shared: one intra-op thread keeps timings stable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
