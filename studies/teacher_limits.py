@@ -114,7 +114,8 @@ def report(rows: list[dict], base: dict, seeds: list[int]) -> str:
     lines.append("| baseline | - | clean | " + " | ".join(f"{base[k]:.3f}" for k in keys[:-1]) + " | - | - |")
     lines += ["", "Paired differences (same seed), mean and 95% t interval; ratio = mean AbsRel / baseline AbsRel:", ""]
     for a, b, metric in (("profile", "budget2x", "clean"), ("profile", "budget2x", "photo"),
-                         ("profile", "in_domain", "photo"), ("profile", "in_domain", "clean")):
+                         ("profile", "budget2x", "middlebury"), ("profile", "in_domain", "photo"),
+                         ("profile", "in_domain", "clean"), ("profile", "in_domain", "middlebury")):
         pairs = [(by[(a, s)][metric], by[(b, s)][metric]) for s in seeds if (a, s) in by and (b, s) in by]
         if not pairs:
             continue
