@@ -11,6 +11,7 @@ The bottom of the model side: `dalib.model` (the network) and `dalib.weights` bu
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -54,7 +55,8 @@ def pil_to_rgb(img) -> np.ndarray:
 def read_image(path, max_size: int = 0) -> np.ndarray:
     """Image file -> HxWx3 RGB numpy (see `pil_to_rgb`); longer side capped at max_size (0 = no cap).
 
-    Raises ValueError naming the file when it cannot be decoded.
+    Raises ValueError naming the file when it cannot be decoded. A file of several frames gives its first,
+    with a warning naming the file.
     """
     import cv2
     from PIL import Image, UnidentifiedImageError
@@ -65,6 +67,9 @@ def read_image(path, max_size: int = 0) -> np.ndarray:
         with Image.open(path) as img:
             if max_size and max(img.size) > 2 * max_size and img.format == "JPEG":
                 img.draft("RGB", (max_size, max_size))  # decode JPEG at 1/2..1/8 scale: fast for huge files
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1:  # animated GIF/WebP/APNG, multi-page TIFF: one depth map per file, from frame 1
+                warnings.warn(f"{path}: {frames} frames (animation or pages); using the first", stacklevel=2)
             img.load()
             rgb = pil_to_rgb(img)
     except FileNotFoundError:

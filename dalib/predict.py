@@ -112,13 +112,21 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    try:  # before the model loads and any image is read: an unusable --out fails once, not once per image
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        print(f"error: --out {out}: not a folder ({e.strerror})", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: --out {out}: cannot create the folder ({e.strerror or e})", file=sys.stderr)
+        return 2
     try:
         model = load_predictor(args.weights, args.backend, device=args.device, threads=args.threads,
                                encoder=args.encoder, version=args.version)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         print(f"error: cannot load weights: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
     used: set[Path] = set()
     failed, done = len(errors), 0
     for path, rel in tqdm(files, desc="predict", unit="img", disable=len(files) < 2):

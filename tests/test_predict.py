@@ -125,6 +125,26 @@ def test_cli_bad_weights(images, tmp_path, capsys):
     assert "bad.pth" in capsys.readouterr().err
 
 
+def test_cli_out_that_is_a_file_fails_before_any_image_is_read(weights, images, tmp_path, capsys, monkeypatch):
+    target = tmp_path / "results.txt"
+    target.write_text("keep me")
+    reads = []
+    monkeypatch.setattr(P, "read_image", lambda *a, **k: reads.append(a) or np.zeros((4, 4, 3), np.uint8))
+    for out in (target, target / "sub"):
+        rc = P.main([str(images), "--weights", str(weights), "--out", str(out)])
+        assert rc == 2 and f"--out {out}: not a folder" in capsys.readouterr().err
+    assert reads == [] and target.read_text() == "keep me"
+
+
+def test_multi_frame_image_warns_and_uses_the_first_frame(tmp_path):
+    frames = [Image.fromarray(np.full((8, 10, 3), v, np.uint8)) for v in (10, 200, 90)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=50)
+    with pytest.warns(UserWarning, match=r"anim\.gif: 3 frames .*using the first"):
+        rgb = P.read_image(path)
+    assert rgb.shape == (8, 10, 3) and abs(int(rgb.mean()) - 10) <= 2
+
+
 def test_cli_wrong_encoder(weights, images, tmp_path, capsys):
     rc = P.main([str(images / "rgb.jpg"), "--weights", str(weights), "--encoder", "vits", "--out", str(tmp_path)])
     assert rc == 2 and "vitt" in capsys.readouterr().err
