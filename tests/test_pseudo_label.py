@@ -347,5 +347,13 @@ def test_launch_pseudo_label_under_torchrun_matches_one_process(tmp_path, monkey
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     again = launch_pseudo_label(tmp_path / "teacher", src, tmp_path / "two", nproc=2, input_size=28, batch_size=2)
     assert again["images"] == 0 and again["complete"]
+    monkeypatch.setenv("DALIB_ONNX_CACHE", str(tmp_path / "onnx"))
+    ort = launch_pseudo_label(tmp_path / "teacher", src, tmp_path / "ort", nproc=2, input_size=28, batch_size=2,
+                              shard_size=2, backend="onnxruntime", num_workers=0)
+    assert ort["images"] == 6 and ort["complete"]
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1  # exported once, by the launcher
+    c = load_pseudo_labels(tmp_path / "ort").with_format("numpy")
+    for x, y in zip(a["disparity"], c["disparity"]):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="teacher as a path"):
         launch_pseudo_label(model, src, tmp_path / "three", nproc=2)

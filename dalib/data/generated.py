@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from dalib.data.schema import SENSORS, array_features, data_root, dataset_ref, get_manifest, split_entry
-from dalib.shards import (FORMAT_VERSION, INDEX_FILE, mark_verified, read_index, shard_complete, shard_grid,
-                          shard_name, shard_ok, sweep_temp, verified_once, write_index, write_shard)
+from dalib.shards import (FORMAT_VERSION, INDEX_FILE, columns_dataset, mark_verified, read_index, shard_complete,
+                          shard_grid, shard_name, shard_ok, sweep_temp, verified_once, write_index, write_shard)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ def _write_shard(params: dict, start: int, count: int, dest: Path, chunk: int = 
     parts = []
     for s in range(start, start + count, chunk):
         cols = generate_rows(params, s, min(chunk, start + count - s))
-        parts.append(datasets.Dataset.from_dict(cols, features=feats))
+        parts.append(columns_dataset(cols, feats))
     ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     del parts
     return write_shard(ds, dest, start)

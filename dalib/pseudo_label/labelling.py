@@ -219,16 +219,23 @@ def launch_pseudo_label(teacher, source, out_dir, *, nproc: int = 1, input_size:
     if not isinstance(teacher, (str, os.PathLike)):
         raise ValueError("launch_pseudo_label with nproc > 1 needs the teacher as a path (checkpoint folder or "
                          "weights file), so that every process can load it")
-    unknown = sorted(set(kw) - {"split", "n", "root", "shard_size"})
+    passed = ("split", "n", "root", "shard_size", "num_workers", "backend")  # options with a command-line flag
+    unknown = sorted(set(kw) - set(passed) - {"amp"})
     if unknown:
         raise ValueError(f"launch_pseudo_label with nproc > 1 does not pass {unknown} to the processes")
     out = Path(out_dir)
     src = dataset_on_disk(source, out.with_name(out.name + ".source"))
+    if kw.get("backend") == "onnxruntime":  # export once here rather than in every process
+        from dalib.export import onnx_for
+
+        teacher = onnx_for(teacher)
     args = ["--teacher", teacher, "--source", src, "--out", out, "--input-size", input_size,
             "--batch-size", batch_size, "--quiet"]
-    for k in ("split", "n", "root", "shard_size"):
+    for k in passed:
         if kw.get(k) is not None:
             args += [f"--{k.replace('_', '-')}", kw[k]]
+    if kw.get("amp") is False:
+        args.append("--no-amp")
     if overwrite:
         args.append("--overwrite")
     t0 = time.perf_counter()

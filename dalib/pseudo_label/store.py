@@ -10,7 +10,8 @@ import numpy as np
 
 from dalib.data import list_features
 from dalib.pseudo_label.sources import image_bytes
-from dalib.shards import INDEX_FILE, read_index, shard_complete, shard_name, write_index, write_shard
+from dalib.shards import (INDEX_FILE, columns_dataset, read_index, shard_complete, shard_name, write_index,
+                          write_shard)
 
 DEFAULT_SHARD_SIZE = 256  # rows per shard: ~300 MB of float32 labels at 640x480, written as one unit
 
@@ -43,8 +44,6 @@ def _nested_float32(arrays: list[np.ndarray]):
 def write_label_shard(out: Path, k: int, start: int, raw, src, keep: Sequence[str], labels: list[np.ndarray],
                  features, info: dict) -> dict:
     """Save rows [start, start+len(labels)) with their labels to out/shard-k atomically; then its entry."""
-    import datasets
-
     count = len(labels)
     cols = {"image": [{"bytes": image_bytes(v), "path": None} for v in raw[start:start + count]["image"]],
             "source_row": list(range(start, start + count))}
@@ -52,7 +51,7 @@ def write_label_shard(out: Path, k: int, start: int, raw, src, keep: Sequence[st
         part = src.select(range(start, start + count)).select_columns(list(keep))[:]
         cols.update({c: part[c] for c in keep})
     cols["disparity"] = _nested_float32(labels)
-    ds = datasets.Dataset.from_dict(cols, features=features)
+    ds = columns_dataset(cols, features)
     dest = out / shard_name(k)
     del cols
     entry = {"shard": k, **write_shard(ds, dest, start), **info}
