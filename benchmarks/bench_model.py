@@ -14,8 +14,8 @@ The batched and per-image rows run for both of our backends: torch (PyTorch eage
 onnxruntime rows print their largest error against our fp32 PyTorch output (relative to its maximum).
 A last pair of rows compares our two backends directly.
 transformers runs with SDPA attention where it supports it. Timings are medians of interleaved
-repeats (ours, theirs, ours, ...), so slow drifts of a shared machine hit both sides. On CUDA the
-same rows also run under bfloat16 autocast, and the achieved TFLOP/s of the batched forward is
+repeats (ours, theirs, ours, ...; each a block of calls of about 1 s), so slow drifts of a shared machine
+hit both sides. On CUDA the same rows also run under bfloat16 autocast, and the achieved TFLOP/s of the batched forward is
 printed against the card's dense bf16 peak. Targets: train >= 1.0x, batched >= 1.3x, per-image >= 2x.
 Our torch backend and transformers compute the same float32 math (the tests check equal outputs), so
 those ratios sit near 1x on a CPU; onnxruntime runs the same math with other kernels. A shared machine
@@ -43,17 +43,27 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def interleaved(fns: dict, repeats: int, device) -> dict[str, float]:
-    """Median seconds per call of each fn, alternating between them; one warm-up call each."""
+def interleaved(fns: dict, repeats: int, device, block_s: float = 1.0) -> dict[str, float]:
+    """Median seconds per call of each fn, alternating between them (ours, theirs, ours, ...). Each repeat
+    times a block of calls lasting about `block_s` (calls sized from the second warm-up call), so a call of
+    a few milliseconds is not timed alone; two warm-up calls each (oneDNN primitives, allocator)."""
+    calls = {}
+    for k, fn in fns.items():
+        fn()
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        calls[k] = max(1, round(block_s / max(time.perf_counter() - t, 1e-6)))
     times = {k: [] for k in fns}
-    for r in range(repeats + 1):
+    for _ in range(repeats):
         for k, fn in fns.items():
             sync(device)
             t = time.perf_counter()
-            fn()
+            for _ in range(calls[k]):
+                fn()
             sync(device)
-            if r:
-                times[k].append(time.perf_counter() - t)
+            times[k].append((time.perf_counter() - t) / calls[k])
     return {k: statistics.median(v) for k, v in times.items()}
 
 

@@ -439,3 +439,18 @@ def test_weight_loading_names_stay_reachable_from_dalib_model():
 
     with pytest.raises(AttributeError, match="no_such_name"):
         M.no_such_name
+
+
+def test_inference_leaves_each_module_in_its_own_mode():
+    """infer_image runs in eval mode and gives back the mixed modes it found (a frozen encoder in eval
+    mode inside a training model stays so), and a training-mode dropout would change nothing there."""
+    m = M.DepthAnything("vitt").train()
+    m.pretrained.eval()
+    seen = []
+    hook = m.depth_head.register_forward_pre_hook(lambda mod, _: seen.append(mod.training))
+    rgb = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    m.infer_image(rgb, 28)
+    hook.remove()
+    assert seen == [False]
+    assert m.training and m.depth_head.training and not m.pretrained.training
+    assert all(not sub.training for sub in m.pretrained.modules())

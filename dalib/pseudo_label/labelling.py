@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from dalib.distributed import resolve_device
+from dalib.model import evaluating
 from dalib.pseudo_label.pool import status
 from dalib.pseudo_label.sources import (BatchPlan, load_teacher, open_source, parse_shard, prefetch_batches, shards_of,
                                         source_probe, teacher_fingerprint)
@@ -135,8 +136,6 @@ def _run(model, dev, raw, src, keep, features, out: Path, todo, *, input_size, b
             "backend": "torch" if isinstance(model, torch.nn.Module) else "onnxruntime"}
     writer = concurrent.futures.ThreadPoolExecutor(1)
     writes: list[concurrent.futures.Future] = []
-    was_training = model.training
-    model.eval()
     n_images = sum(c for _, _, c in todo)
     bar = tqdm(total=n_images, desc=f"pseudo-labels {label}", unit="img", disable=not progress)
 
@@ -164,7 +163,8 @@ def _run(model, dev, raw, src, keep, features, out: Path, todo, *, input_size, b
     t0 = time.perf_counter()
     pending = None
     try:
-        with torch.inference_mode(), (torch.cuda.device(dev) if use_cuda else contextlib.nullcontext()):
+        with torch.inference_mode(), evaluating(model), \
+                (torch.cuda.device(dev) if use_cuda else contextlib.nullcontext()):
             for batch in loader:
                 x = batch["x"].to(dev, non_blocking=use_cuda)
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(amp and use_cuda)):
@@ -196,7 +196,6 @@ def _run(model, dev, raw, src, keep, features, out: Path, todo, *, input_size, b
         cv2.setNumThreads(cv2_threads)
         writer.shutdown(wait=True)
         bar.close()
-        model.train(was_training)
     seconds = time.perf_counter() - t0
     return {"images": n_images, "seconds": seconds}
 
