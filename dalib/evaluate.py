@@ -295,6 +295,12 @@ def metrics_table(rows: dict[str, dict], keys: Sequence[str] = ("abs_rel", "delt
     return "\n".join(lines)
 
 
+def headline(rep: dict | None, keys: Sequence[str] = ("abs_rel", "delta1")) -> dict | None:
+    """The numbers a chapter records of one region's report (`evaluate`): {key: value}, or None for a region
+    without pixels. Notebooks 04 and 05."""
+    return None if rep is None else {k: rep[k] for k in keys}
+
+
 def yes_no(flag) -> str:
     """A boolean table cell as a reader says it: "yes" / "no" (a `results_table` format)."""
     return "yes" if flag else "no"
