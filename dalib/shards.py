@@ -108,7 +108,7 @@ def columns_dataset(cols: dict, features):
     """
     import datasets
     import pyarrow as pa
-    import xxhash  # a dependency of datasets, which hashes with it too
+    import xxhash  # the hash datasets' own fingerprints use
     from datasets.arrow_writer import OptimizedTypedSequence
     from datasets.table import InMemoryTable, cast_array_to_feature
 

@@ -442,8 +442,8 @@ def test_weight_loading_names_stay_reachable_from_dalib_model():
 
 
 def test_inference_leaves_each_module_in_its_own_mode():
-    """infer_image runs in eval mode and gives back the mixed modes it found (a frozen encoder in eval
-    mode inside a training model stays so), and a training-mode dropout would change nothing there."""
+    """infer_image runs the network in eval mode and afterwards gives back the mixed modes it found: a
+    frozen encoder in eval mode inside a model in training mode stays in eval mode, the rest trains again."""
     m = M.DepthAnything("vitt").train()
     m.pretrained.eval()
     seen = []
