@@ -14,13 +14,14 @@ Sample i depends only on (kind, style, seed, index): shards built with `start_in
 exactly the same data as one big call. Explicit scenes (for analytic checks) render with
 `render_scenes([Scene().look(...).add_sphere(...)], H, W)`.
 
-Modules: `scenes` (scene descriptions and samplers), `batch` (scenes packed into tensors), `intersect`
+Modules: `scenes` (scene descriptions), `samplers` (random indoor / outdoor scenes), `batch` (scenes packed into tensors), `intersect`
 (ray / primitive hits and culling), `render` (surfaces, shading, the full render),
 `textures` (procedural + bundled-photo texture atlas), `style` (clean / photo appearance),
 `sensor` (stereo / LiDAR / RGB-D label simulation), `engine` (`generate`, chunked and deterministic).
 """
 from .engine import default_chunk, generate, iter_generate, render_scenes
-from .scenes import MATERIALS, SCENE_KINDS, STYLES, Scene, sample_indoor, sample_outdoor
+from .samplers import sample_indoor, sample_outdoor
+from .scenes import MATERIALS, SCENE_KINDS, STYLES, Scene
 from .sensor import SENSOR_KINDS, simulate_sensor
 
 __all__ = ["generate", "iter_generate", "render_scenes", "default_chunk", "simulate_sensor", "MATERIALS",

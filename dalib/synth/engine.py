@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from .render import pack, render_batch
-from .scenes import MATERIALS, SCENE_KINDS, STYLES, Scene, sample
+from .samplers import sample
+from .scenes import MATERIALS, SCENE_KINDS, STYLES, Scene
 from .style import apply_photo, photo_params, to_srgb8
 
 _STREAM_SCENE, _STREAM_STYLE = 0, 1

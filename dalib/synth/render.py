@@ -80,17 +80,37 @@ def _surface(B, s_row, pid, O, D, t, t_path):
     slot = torch.where(pid >= BG_ID, Pn, pid)
     rows = s_row[:, None] * (Pn + 1) + slot
     g = _prim_table(B).index_select(1, rows.view(-1)).view(_F, A, C)  # contiguous (A, C) per field
-    typ = g[8]
     cs, sn = g[6], g[7]
     P = [O[a] + t * D[a] for a in range(3)]
     qx, qy, qz = P[0] - g[0], P[1] - g[1], P[2] - g[2]
-    lx, ly, lz = cs * qx - sn * qz, qy, sn * qx + cs * qz  # primitive frame
+    local = (cs * qx - sn * qz, qy, sn * qx + cs * qz)  # primitive frame
+    (nlx, nly, nlz), (u, v), isy = _local_normal_and_uv(B, g, *local)
+    # normal back to world: x = cos x' + sin z', z = -sin x' + cos z'; then face the incoming ray
+    N = [cs * nlx + sn * nlz, nly, -sn * nlx + cs * nlz]
+    facing = N[0] * D[0] + N[1] * D[1] + N[2] * D[2]
+    flip = torch.where(facing > 0, -1.0, 1.0)
+    N = [x * flip for x in N]
+    tex, tsc, alb = _texture_and_albedo(B, g, s_row, P, local[1], isy)
+    # mip level from the pixel footprint in texels, t |d| / (fx cos) / scale * S (threshold tests, no log)
+    dn = torch.sqrt(D[0] * D[0] + D[1] * D[1] + D[2] * D[2])
+    cosf = torch.clamp(facing.abs() / dn, min=0.15)
+    texels = t_path * dn / (B.fx[s_row][:, None] * cosf) / tsc * TEX_SIZE
+    level = (texels > 1.5).float() + (texels > 3.0).float() + (texels > 6.0).float() + (texels > 12.0).float()
+    col = sample_texel(tex, u / tsc, v / tsc, level, B.device) * alb
+    return P, N, col, g[9].long()
+
+
+def _local_normal_and_uv(B, g, lx, ly, lz):
+    """Normal (x', y', z') and texture coordinates (u, v) of hit points (lx, ly, lz) in their primitive's frame,
+    per primitive type; only the types present in the batch are computed. Returns (normal, uv, isy): isy marks
+    box / shell hits on a y face (None without boxes), which the room shell's floor / ceiling slot needs."""
+    typ = g[8]
     ax, ay, az = (lx * g[15]).abs(), (ly * g[16]).abs(), (lz * g[17]).abs()  # |p'/h|
     zero, one = torch.zeros_like(lx), torch.ones_like(lx)
     present = B.types_present
     is_box = (typ == BOX) | (typ == SHELL)
     isy = None
-    nx_, ny_, nz_, u_, v_ = [], [], [], [], []  # (condition, value) lists; only types present are computed
+    nx_, ny_, nz_, u_, v_ = [], [], [], [], []  # (condition, value) lists
     if present & {BOX, SHELL}:
         # boxes and the room shell: face = axis of the largest |p'/h|, normal = the coordinate's sign on it
         isx = (ax >= ay) & (ax >= az)
@@ -123,22 +143,22 @@ def _surface(B, s_row, pid, O, D, t, t_path):
         v_.append((is_cyl, torch.where(cap, lz, ly)))
     if QUAD in present:
         nz_.append((typ == QUAD, one))
-    is_gnd = typ == GROUND
     if GROUND in present:
+        is_gnd = typ == GROUND
         ny_.append((is_gnd, one))
         u_.append((is_gnd, lx))
         v_.append((is_gnd, lz))
-    nlx, nly, nlz = _sel(nx_, zero), _sel(ny_, zero), _sel(nz_, zero)
-    u, v = _sel(u_, lx), _sel(v_, ly)  # quads: (x', y')
-    # normal back to world: x = cos x' + sin z', z = -sin x' + cos z'; then face the incoming ray
-    N = [cs * nlx + sn * nlz, nly, -sn * nlx + cs * nlz]
-    facing = N[0] * D[0] + N[1] * D[1] + N[2] * D[2]
-    flip = torch.where(facing > 0, -1.0, 1.0)
-    N = [x * flip for x in N]
-    # material, texture, albedo; the background picks one of its three slots
-    tex, tsc, mat = g[10], g[11], g[9]
+    normal = (_sel(nx_, zero), _sel(ny_, zero), _sel(nz_, zero))
+    return normal, (_sel(u_, lx), _sel(v_, ly)), isy  # quads: (u, v) = (x', y')
+
+
+def _texture_and_albedo(B, g, s_row, P, ly, isy):
+    """Texture id, texture scale (m per repeat) and linear albedo (A, C, 3) of hits; the background (room shell,
+    ground) picks one of its three slots: floor / walls / ceiling, or road / pavement."""
+    typ = g[8]
+    tex, tsc = g[10], g[11]
     alb = g[12:15].permute(1, 2, 0)
-    bg = (typ == SHELL) | is_gnd
+    bg = (typ == SHELL) | (typ == GROUND)
     if bool(bg.any()):
         face_y = isy if isy is not None else torch.zeros_like(bg)
         slot_bg = torch.where(typ == SHELL, torch.where(face_y, torch.where(ly < 0, 0, 2), 1),
@@ -148,13 +168,7 @@ def _surface(B, s_row, pid, O, D, t, t_path):
         tex = torch.where(bg, pick(bt), tex)
         tsc = torch.where(bg, pick(bs), tsc)
         alb = torch.where(bg[..., None], torch.stack([pick(ba[:, :, c]) for c in range(3)], -1), alb)
-    # mip level from the pixel footprint in texels, t |d| / (fx cos) / scale * S (threshold tests, no log)
-    dn = torch.sqrt(D[0] * D[0] + D[1] * D[1] + D[2] * D[2])
-    cosf = torch.clamp(facing.abs() / dn, min=0.15)
-    texels = t_path * dn / (B.fx[s_row][:, None] * cosf) / tsc * TEX_SIZE
-    level = (texels > 1.5).float() + (texels > 3.0).float() + (texels > 6.0).float() + (texels > 12.0).float()
-    col = sample_texel(tex, u / tsc, v / tsc, level, B.device) * alb
-    return P, N, col, mat.long()
+    return tex, tsc, alb
 
 
 def _sky(B, s_row, D):
