@@ -288,20 +288,21 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path, scenes_dir, holes):
 
     With holes the images have invalid bands of different heights (different valid counts): with
     reduction="image" both loss terms are means over images, so averaging the ranks' gradients still
-    equals the gradient of the global batch.
+    equals the gradient of the global batch. Both runs are float32 (amp off): under bf16 autocast a batch of 2
+    and one of 4 round differently (~2^-8 per product), which after Adam is no smaller than a missing rank.
     """
     full = make_scenes(8, seed=2, holes=holes)
     d = tmp_path / "full"
     full.save_to_disk(str(d))
     out = str(tmp_path / "ddp")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "dalib.train", *cli(str(d), out, 4, batch_size=4)]
+           "-m", "dalib.train", *cli(str(d), out, 4, batch_size=4, amp="false")]
     env = env_1thread()
     done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((Path(out) / "config.json").read_text())["world_size"] == 2
 
-    train(tiny(tmp_path / "single", str(d), steps=4, batch_size=4))
+    train(tiny(tmp_path / "single", str(d), steps=4, batch_size=4, amp=False))
     a, b = final_weights(out), final_weights(tmp_path / "single")
     # Summing gradients over 2 ranks instead of 4 images changes float32 rounding only (~1e-8 absolute), and
     # Adam's update g / sqrt(v) lifts that to ~1e-5 on parameters whose gradients are near zero. The head's last
@@ -370,7 +371,7 @@ def test_overfit_one_batch_drives_the_loss_down(scenes):
 
 
 def test_bf16_autocast_only_where_it_pays_off(monkeypatch):
-    from dalib.model import bf16_autocast_supported, cpu_has_native_bf16
+    from dalib.distributed import bf16_autocast_supported, cpu_has_native_bf16
     from dalib.train import use_autocast
 
     cfg = TrainConfig()
@@ -379,3 +380,20 @@ def test_bf16_autocast_only_where_it_pays_off(monkeypatch):
     monkeypatch.setenv("DALIB_CPU_BF16", "1")
     assert bf16_autocast_supported("cpu") and use_autocast(cfg, torch.device("cpu"))
     assert not use_autocast(TrainConfig(amp=False), torch.device("cpu"))
+
+
+def test_bf16_training_matches_float32_within_bf16_precision(tmp_path, scenes, monkeypatch):
+    """A run under bf16 autocast (forced, so any CPU runs it) starts from the float32 run's loss: the same weights
+    and batch give loss terms within a few bf16 rounding units (u = 2^-8), and it trains; config.json says which
+    arithmetic the run used. (Exactness tests pin float32; this is the bf16 path's own test.)"""
+    monkeypatch.setenv("DALIB_CPU_BF16", "1")
+    low = train(tiny(tmp_path / "bf16", scenes, steps=4))
+    ref = train(tiny(tmp_path / "fp32", scenes, steps=4, amp=False))
+    assert low["bf16_autocast"] is True and ref["bf16_autocast"] is False
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["bf16_autocast"] is True
+    first_low, first_ref = log_of(tmp_path / "bf16")[0], log_of(tmp_path / "fp32")[0]
+    u = 2.0**-8
+    for k in ("ssi", "gm", "total"):
+        assert first_low[k] == pytest.approx(first_ref[k], rel=4 * u), k
+    assert first_low["ssi"] != first_ref["ssi"]  # bf16 really ran: float32 would give the same bits
+    assert log_of(tmp_path / "bf16")[-1]["total"] < first_low["total"]
