@@ -54,8 +54,9 @@ def _labelled_train(name, n, root):
     return ds.rename_columns({"heldout_depth": "depth", "heldout_mask": "mask"})
 
 
-def train_arm(arm: str, seed: int, out: Path, root, threads: int) -> dict:
-    """Train one arm for one seed; returns the path of its checkpoint and the training seconds."""
+def train_arm(arm: str, seed: int, out: Path, root, threads: int, amp: bool = True) -> dict:
+    """Train one arm for one seed; returns the path of its checkpoint and the training seconds. amp: as
+    TrainConfig.amp (bf16 autocast where `dalib.distributed.bf16_autocast_supported`, else float32)."""
     from dalib.student import photometric_hooks
     from dalib.train import TrainConfig, train
 
@@ -64,7 +65,7 @@ def train_arm(arm: str, seed: int, out: Path, root, threads: int) -> dict:
     steps = spec["steps"]
     cfg = TrainConfig(encoder="vitt", version="v2", datasets=sources, ratios=[1] * len(sources), crop=CROP,
                       batch_size=BATCH, steps=steps, lr_encoder=LR, warmup_steps=steps // 20,
-                      gm_ramp_steps=steps // 2, gm_weight=2.0, seed=seed, threads=threads, num_workers=0,
+                      gm_ramp_steps=steps // 2, gm_weight=2.0, seed=seed, threads=threads, num_workers=0, amp=amp,
                       log_every=20, checkpoint_every=0, progress=False, resume=True,
                       out_dir=str(out / f"{arm}-seed{seed}"))
     res = train(cfg, photometric_hooks(len(sources)))
@@ -99,8 +100,17 @@ def baseline(root) -> dict:
     return score(constant_predictor(disp), root)
 
 
+def t_interval_text(diffs: list[float]) -> str:
+    """Paired differences as 'mean [low, high]' (95% t interval), or 'mean (one seed)'."""
+    from dalib.seeds import t_interval
+
+    t = t_interval(diffs)
+    ci = f"[{t['low']:+.3f}, {t['high']:+.3f}]" if t["low"] is not None else "(one seed)"
+    return f"{t['mean']:+.3f} {ci}"
+
+
 def report(rows: list[dict], base: dict, seeds: list[int]) -> str:
-    from dalib.seeds import mean_pm_std, summarize, t_interval
+    from dalib.seeds import mean_pm_std, summarize
 
     by = {(r["arm"], r["seed"]): r for r in rows}
     keys = ["clean", "clean_shuffled", "photo", "photo_shuffled", "middlebury", "train_s"]
@@ -119,10 +129,8 @@ def report(rows: list[dict], base: dict, seeds: list[int]) -> str:
         pairs = [(by[(a, s)][metric], by[(b, s)][metric]) for s in seeds if (a, s) in by and (b, s) in by]
         if not pairs:
             continue
-        t = t_interval([y - x for x, y in pairs])
-        ci = f"[{t['low']:+.3f}, {t['high']:+.3f}]" if t["low"] is not None else "(one seed)"
         ra, rb = (np.mean([p[i] for p in pairs]) / base[metric] for i in (0, 1))
-        lines.append(f"- {metric}: {b} - {a} = {t['mean']:+.3f} {ci} over {len(pairs)} seeds "
+        lines.append(f"- {metric}: {b} - {a} = {t_interval_text([y - x for x, y in pairs])} over {len(pairs)} seeds "
                      f"(ratio to baseline {ra:.2f} -> {rb:.2f})")
     return "\n".join(lines) + "\n"
 
