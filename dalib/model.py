@@ -35,6 +35,7 @@ from dalib.images import (IMAGENET_MEAN, IMAGENET_STD, as_rgb_array, network_siz
                           preprocess_batch, to_rgb_float)  # re-exported: they lived here before dalib.images
 from dalib.pos_embed import (cubic_resample_matrix, interpolate_pos_encoding,  # noqa: F401  (re-exported)
                              interpolate_pos_encoding_traceable)
+from dalib.runfiles import give_default_mode
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -353,6 +354,7 @@ class DepthAnything(nn.Module):
         sd = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         tmp = d / (WEIGHTS_FILE + ".tmp")
         save_file(sd, str(tmp), metadata={"format": FORMAT})
+        give_default_mode(tmp)  # safetensors writes 0o600; the config beside it gets the usual mode
         os.replace(tmp, d / WEIGHTS_FILE)
         cfg = {"format": FORMAT, "encoder": self.encoder, "version": self.version, "config": asdict(self.cfg)}
         if extra:

@@ -33,12 +33,40 @@ def run_dir_path(run_dir: str | os.PathLike | None = None) -> Path:
     return p
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask sets it, a race with other threads' files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_default_mode(target) -> None:
+    """Give a file (path or open descriptor) the mode `open(path, "w")` would: 0o666 & ~umask. Temp files from
+    `tempfile.mkstemp` and safetensors are 0o600, which other users of a shared run folder cannot read."""
+    mode = 0o666 & ~_umask()
+    if isinstance(target, int):
+        os.fchmod(target, mode)
+    else:
+        os.chmod(target, mode)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` through a temp file in the same folder + fsync + rename."""
+    """Write `data` to `path` through a temp file in the same folder + fsync + rename (mode as `open` gives)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # named by the file being written, not by a random temp name
+        raise type(e)(e.errno, e.strerror, str(path)) from None
+    try:
+        give_default_mode(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
