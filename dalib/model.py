@@ -35,7 +35,7 @@ from dalib.images import (IMAGENET_MEAN, IMAGENET_STD, as_rgb_array, network_siz
                           preprocess_batch, to_rgb_float)  # re-exported: they lived here before dalib.images
 from dalib.pos_embed import (cubic_resample_matrix, interpolate_pos_encoding,  # noqa: F401  (re-exported)
                              interpolate_pos_encoding_traceable)
-from dalib.runfiles import give_default_mode
+from dalib.runfiles import give_default_mode, read_json_object
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -372,7 +372,7 @@ class DepthAnything(nn.Module):
         for p in (cfg_path, w_path):
             if not p.is_file():
                 raise FileNotFoundError(f"{p}: missing; a dalib checkpoint directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-        cfg = json.loads(cfg_path.read_text())
+        cfg = read_json_object(cfg_path)
         if cfg.get("format") != FORMAT:
             raise ValueError(f"{cfg_path}: not a dalib checkpoint (format={cfg.get('format')!r}, expected {FORMAT!r})")
         enc = cfg["encoder"]

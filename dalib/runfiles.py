@@ -95,6 +95,19 @@ def atomic_write_json(path: str | os.PathLike, obj) -> Path:
     return atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n").encode())
 
 
+def read_json_object(path: str | os.PathLike, advice: str = "") -> dict:
+    """The JSON object (mapping) in file `path`; ValueError naming the file, then `advice`, when the file holds
+    anything else (not JSON, a list, ...)."""
+    try:
+        obj = json.loads(Path(path).read_text())
+        problem = None if isinstance(obj, dict) else f"holds a JSON {type(obj).__name__}, expected an object"
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        problem = f"is not JSON ({e})"
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}" + (f"; {advice}" if advice else ""))
+    return obj
+
+
 def record_metrics(run_dir, section: str, metrics: dict) -> Path:
     """Save a notebook's numbers as run_dir/metrics/<section>.json; the pipeline merges every section
     into run_dir/metrics.json under the key `section`. Re-recording a section replaces it."""

@@ -454,3 +454,11 @@ def test_inference_leaves_each_module_in_its_own_mode():
     assert seen == [False]
     assert m.training and m.depth_head.training and not m.pretrained.training
     assert all(not sub.training for sub in m.pretrained.modules())
+
+
+# ============================================================================ bad inputs: one clear error each
+def test_load_weights_names_a_config_json_that_is_not_an_object(tmp_path):
+    M.DepthAnything("vitt").save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("[]")
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'config.json'}: holds a JSON list, expected an object"):
+        W.load_weights(tmp_path)

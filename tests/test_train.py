@@ -379,3 +379,39 @@ def test_bf16_autocast_only_where_it_pays_off(monkeypatch):
     monkeypatch.setenv("DALIB_CPU_BF16", "1")
     assert bf16_autocast_supported("cpu") and use_autocast(cfg, torch.device("cpu"))
     assert not use_autocast(TrainConfig(amp=False), torch.device("cpu"))
+
+
+# ----------------------------------------------------------------------------- bad inputs: one clear error each
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, scenes):
+    """A 2-step run with its final checkpoint, copied by each test that damages it."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    train(tiny(out, scenes, steps=2))
+    return out
+
+
+@pytest.mark.parametrize("content", ["random-bytes", "pickle-with-objects"])
+def test_resume_from_a_damaged_train_state_names_the_file_and_what_to_do(tmp_path, scenes, finished_run, content):
+    import pickle
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    state = latest_checkpoint(out) / "train_state.pt"
+    if content == "random-bytes":  # these bytes trip torch's unpickler with a bare IndexError
+        state.write_bytes(np.random.default_rng(17).bytes(2000))
+    else:  # torch's own message for it advises weights_only=False, i.e. running the pickled code
+        state.write_bytes(pickle.dumps({"step": 2, "where": Path("elsewhere")}, protocol=2))
+    with pytest.raises(ValueError) as err:
+        train(tiny(out, scenes, steps=2))
+    msg = str(err.value)
+    assert str(state) in msg and "resume=False" in msg and "delete the checkpoint folder" in msg
+    assert "weights_only=False" not in msg
+
+
+def test_resume_with_a_garbage_latest_json_names_the_file_and_what_to_do(tmp_path, scenes, finished_run):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    ptr = out / "checkpoints" / "latest.json"
+    ptr.write_text("{garbage")
+    with pytest.raises(ValueError, match=rf"{ptr}: is not JSON .*step-.*resume=False"):
+        train(tiny(out, scenes, steps=2))
