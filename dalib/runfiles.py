@@ -108,6 +108,24 @@ def read_json_object(path: str | os.PathLike, advice: str = "") -> dict:
     return obj
 
 
+def read_yaml(path: str | os.PathLike):
+    """The YAML document in file `path`; ValueError naming the file and the line and column of a syntax error
+    (yaml's own message spans several lines and names neither)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a YAML text file ({e.reason} at byte {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e)
+        if getattr(e, "context", None):
+            what += f" ({e.context})"
+        raise ValueError(f"{path}: not valid YAML{where}: {' '.join(what.split())}") from None
+
+
 def record_metrics(run_dir, section: str, metrics: dict) -> Path:
     """Save a notebook's numbers as run_dir/metrics/<section>.json; the pipeline merges every section
     into run_dir/metrics.json under the key `section`. Re-recording a section replaces it."""
