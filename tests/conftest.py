@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,3 +47,20 @@ def cli_error(run_cli):
         return lines[-1]
 
     return run
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder in which this process cannot create files: a 0o555 folder, or, where permissions do not bind
+    (root), /sys, where nobody can."""
+    d = tmp_path / "read-only"
+    d.mkdir()
+    d.chmod(0o555)
+    try:
+        (d / "probe").touch()
+    except PermissionError:
+        yield d
+    else:
+        (d / "probe").unlink()
+        yield Path("/sys")
+    d.chmod(0o755)

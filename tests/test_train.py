@@ -415,3 +415,41 @@ def test_resume_with_a_garbage_latest_json_names_the_file_and_what_to_do(tmp_pat
     ptr.write_text("{garbage")
     with pytest.raises(ValueError, match=rf"{ptr}: is not JSON .*step-.*resume=False"):
         train(tiny(out, scenes, steps=2))
+
+
+def _bad_train_settings(case, tmp_path, scenes_dir, read_only_dir):
+    """Command-line arguments of `python -m dalib.train` for one bad setting, and what its error line names."""
+    config = tmp_path / "run.yaml"
+    if case == "read-only-out-dir":
+        return cli(scenes_dir, read_only_dir, 2), [str(read_only_dir)]
+    if case == "unknown-config-key":
+        config.write_text("steps: 1\nnonsense: 1\n")
+        return ["--config", config], [str(config), "unknown TrainConfig fields ['nonsense']"]
+    if case == "missing-config-file":
+        return ["--config", tmp_path / "nope.yaml"], [str(tmp_path / "nope.yaml"), "no such config file"]
+    if case == "config-is-a-yaml-list":
+        config.write_text("- steps\n- 1\n")
+        return ["--config", config], [str(config), "expected a mapping", "list"]
+    if case == "unknown-dataset-name":
+        return cli("no-such-dataset", tmp_path / "run", 2), ["TrainConfig.datasets", "'no-such-dataset'"]
+    assert case == "lr-overflows-float32"
+    return cli(scenes_dir, tmp_path / "run", 2, lr_encoder=1e39), ["TrainConfig.lr_encoder=1e+39", "float32"]
+
+
+@pytest.mark.parametrize("case", ["read-only-out-dir", "unknown-config-key", "missing-config-file",
+                                  "config-is-a-yaml-list", "unknown-dataset-name", "lr-overflows-float32"])
+def test_cli_bad_setting_is_one_error_line_and_exit_2(tmp_path, scenes_dir, read_only_dir, cli_error, case):
+    args, named = _bad_train_settings(case, tmp_path, scenes_dir, read_only_dir)
+    line = cli_error(2, "dalib.train", *args, env={"DALIB_DATA": str(tmp_path / "data")})
+    assert line.startswith("dalib.train: error: ") and all(n in line for n in named), line
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_cli_boolean_flags_accept_only_boolean_words(tmp_path, scenes_dir, cli_error):
+    line = cli_error(2, "dalib.train", *cli(scenes_dir, tmp_path / "run", 2, resume="treu"))
+    assert "--resume" in line and "'treu'" in line
+    assert not (tmp_path / "run").exists()  # nothing ran
+    for word, value in (("off", False), ("No", False), ("0", False), ("YES", True), ("on", True), ("1", True)):
+        assert config_from_args(cli(scenes_dir, tmp_path / "run", 2, resume=word)).resume is value
+    with pytest.raises(ValueError, match="TrainConfig.resume='treu'; expected true or false"):
+        TrainConfig(resume="treu").validate()  # a YAML string is not a boolean either
