@@ -158,18 +158,21 @@ def sweep_temp(folder: Path, names=None) -> None:
 _VERIFIED: set[tuple[str, str]] = set()  # (shard folder, sha256) whose bytes this process has checked in full
 
 
-def verified_once(folder: Path, shards: dict) -> bool:
-    """Every shard {name: entry} of `folder` matches its sha256, each checked once per process: a shard whose
-    bytes changed but not its size (which a size check alone would pass) is caught before it is served."""
+def damaged_shards(folder: Path, shards: dict) -> list[str]:
+    """The shards {name: entry} of `folder` whose files do not match their sha256, each checked once per process:
+    a shard whose bytes changed but not its size (which a size check alone would pass) is caught before it is
+    served. Data builds and pseudo-labels both check their shards with it."""
+    damaged = []
     for key, entry in shards.items():
-        tag = (str(folder / key), str(entry.get("sha256")))
+        tag = (str(folder / key), str((entry or {}).get("sha256")))
         if tag not in _VERIFIED:
-            if not shard_ok(folder / key, entry, full=True):
-                return False
-            _VERIFIED.add(tag)
-    return True
+            if shard_ok(folder / key, entry, full=True):
+                _VERIFIED.add(tag)
+            else:
+                damaged.append(key)
+    return damaged
 
 
 def mark_verified(folder: Path, shards: dict) -> None:
-    """Record shards just written by this process as verified (see `verified_once`)."""
+    """Record shards just written or checked in full by this process as verified (see `damaged_shards`)."""
     _VERIFIED.update((str(folder / k), str(e.get("sha256"))) for k, e in shards.items())

@@ -180,7 +180,7 @@ def test_damaged_shard_detected_and_rebuilt(teacher, photos, clean, tmp_path, mo
     data = bytearray(arrow.read_bytes())
     data[-200:-100] = bytes(100)  # same size, different bytes: only the checksum sees it
     arrow.write_bytes(bytes(data))
-    PL.load_pseudo_labels(out)  # size check passes
+    assert PL.status(out)["complete"] == [0, 1, 2]  # the size check passes
     with pytest.raises(FileNotFoundError, match=r"shards 1 of 0-2 \(rows 3-5\)"):
         PL.load_pseudo_labels(out, verify=True)
     written = []
@@ -357,3 +357,28 @@ def test_launch_pseudo_label_under_torchrun_matches_one_process(tmp_path, monkey
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="teacher as a path"):
         launch_pseudo_label(model, src, tmp_path / "three", nproc=2)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bad inputs: one clear error each
+# ----------------------------------------------------------------------------------------------------
+def test_load_pseudo_pool_never_serves_a_shard_overwritten_in_place(teacher, photos, clean, tmp_path):
+    """4 KB of a label file overwritten mid-file with NaN/inf, same size: the sha256 (checked once per process)
+    sees it; the error names the shard and what to do, and labelling again re-labels just that shard."""
+    import shutil
+
+    out = tmp_path / "pl"
+    shutil.copytree(clean[0], out)
+    arrow = sorted((out / "shard-00001").glob("*.arrow"))[0]
+    blob = bytearray(arrow.read_bytes())
+    at = len(blob) // 2 - 2048
+    blob[at:at + 4096] = np.array([np.nan, np.inf, -np.inf, 7.0], np.float32).tobytes() * 256
+    arrow.write_bytes(bytes(blob))
+    with pytest.raises(FileNotFoundError, match=r"damaged.*shard-00001 \(rows 3-5\); run dalib.pseudo_label again "
+                                                r".*re-labels damaged shards.*or delete"):
+        PL.load_pseudo_pool(out)
+    assert run(teacher, photos, out)["images"] == 3  # only the damaged shard
+    for a, b in zip(PL.load_pseudo_pool(out).with_format("numpy")["disparity"],
+                    PL.load_pseudo_pool(clean[0]).with_format("numpy")["disparity"]):
+        np.testing.assert_array_equal(a, b)
+

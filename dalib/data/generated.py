@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from dalib.data.schema import SENSORS, array_features, data_root, dataset_ref, get_manifest, split_entry
-from dalib.shards import (FORMAT_VERSION, INDEX_FILE, columns_dataset, mark_verified, read_index, shard_complete,
-                          shard_grid, shard_name, shard_ok, sweep_temp, verified_once, write_index, write_shard)
+from dalib.shards import (FORMAT_VERSION, INDEX_FILE, columns_dataset, damaged_shards, mark_verified, read_index,
+                          shard_complete, shard_grid, shard_name, shard_ok, sweep_temp, write_index, write_shard)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -227,7 +227,7 @@ def load_generated(m: dict, split: str, *, root, n, height, width):
     want = n if n is not None else (st["n"] or split_entry(m, split)["size"])
     d = Path(st["dir"])
     index = read_index(d / INDEX_FILE)
-    if not (st["ok"] and st["n"] >= want and verified_once(d, index["shards"])):
+    if not (st["ok"] and st["n"] >= want and not damaged_shards(d, index["shards"])):
         # first use, a larger n, a damaged shard, or built by an older engine: (re)build what is missing
         build_shards(m, split, max(want, st["n"] or 0), root=root, height=height, width=width, verify=True)
         index = read_index(d / INDEX_FILE)

@@ -28,7 +28,8 @@ On-disk layout of `out_dir` (rows are cut into a fixed grid of shards; shard k =
 Worker i of n computes the shards k with k % n == i, a pure function of (i, n), so any number of
 processes can share one `out_dir`. A shard is complete when its folder matches its .json entry;
 folders are written to a temporary name and renamed, so an interrupted run leaves complete shards
-only and a re-run computes just the missing or damaged ones.
+only and a re-run computes just the missing or damaged ones. Loading checks each shard's sha256 once
+per process: a shard whose bytes changed on disk is an error naming it, never served.
 """
 from dalib.pseudo_label.cli import main
 from dalib.pseudo_label.labelling import DEFAULT_KEEP, launch_pseudo_label, pseudo_label
