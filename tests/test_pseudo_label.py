@@ -96,7 +96,7 @@ def test_labels_equal_infer_batch(teacher, photos, clean):
     index = json.loads((out / "index.json").read_text())
     assert index["rows"] == 7 and index["shard_size"] == 3 and index["input_size"] == INPUT
     assert sorted(p.name for p in out.iterdir()) == [
-        "index.json", "shard-00000", "shard-00000.json", "shard-00001", "shard-00001.json", "shard-00002",
+        ".lock-0-of-1", "index.json", "shard-00000", "shard-00000.json", "shard-00001", "shard-00001.json", "shard-00002",
         "shard-00002.json"]
 
 
@@ -382,3 +382,29 @@ def test_load_pseudo_pool_never_serves_a_shard_overwritten_in_place(teacher, pho
                     PL.load_pseudo_pool(clean[0]).with_format("numpy")["disparity"]):
         np.testing.assert_array_equal(a, b)
 
+
+def test_two_identical_labellers_at_once_never_undo_each_other(teacher_dir, tmp_path):
+    """Started together on one folder: neither fails nor deletes the other's shards; the second waits for the first
+    and then finds its shards done."""
+    rng = np.random.default_rng(3)
+    n = 40
+    imgs = [png(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)) for _ in range(n)]
+    src = tmp_path / "src"
+    datasets.Dataset.from_dict({"image": imgs}, features=datasets.Features({"image": datasets.Image()})).save_to_disk(
+        str(src))
+    out = tmp_path / "pl"
+    args = ["--teacher", teacher_dir, "--source", src, "--out", out, "--input-size", INPUT, "--batch-size", "2",
+            "--shard-size", "1", "--device", "cpu", "--num-workers", "0", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(k, None)
+    procs = [subprocess.Popen([sys.executable, "-m", "dalib.pseudo_label", *map(str, args)], cwd=REPO_ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    for p, (stdout, stderr) in zip(procs, results):
+        assert p.returncode == 0 and "Traceback" not in stderr, stderr[-3000:]
+    labelled = sorted(int(re.search(r"labelled (\d+) images", stdout).group(1)) for stdout, _ in results)
+    assert labelled == [0, n]  # one labelled everything, the other found it done
+    assert len(PL.load_pseudo_labels(out, verify=True)) == n
+    assert not list(out.glob(".shard-*"))  # no temporary folder left behind
