@@ -88,26 +88,37 @@ def read_image(path, max_size: int = 0) -> np.ndarray:
 def as_rgb_array(image) -> np.ndarray:
     """Path, PIL image or array (HxW, HxWx1/3/4) -> HxWx3 numpy RGB, dtype kept (PIL via `pil_to_rgb`).
 
-    Alpha is dropped and grayscale repeated to three channels; any other shape raises ValueError.
+    Alpha is dropped and grayscale repeated to three channels; any other shape, or no pixels, raises ValueError.
     """
     if isinstance(image, (str, os.PathLike)):
         image = read_image(image)
     if not isinstance(image, (np.ndarray, torch.Tensor)):  # PIL
         image = pil_to_rgb(image)
     a = np.asarray(image)
+    shape = a.shape
     if a.ndim == 2:
         a = a[..., None]
     if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an image HxW, HxWx3 or HxWx4, got shape {a.shape}")
+        raise ValueError(f"expected an image HxW, HxWx3 or HxWx4, got shape {shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"empty image: shape {shape} has no pixels")
     return a[..., :3] if a.shape[2] >= 3 else np.repeat(a, 3, axis=2)
 
 
 def to_rgb_float(image) -> np.ndarray:
-    """Path, PIL image or numpy (HxW, HxWx3/4; uint8, uint16 or float in [0, 1]) -> HxWx3 float32 RGB in [0, 1]."""
+    """Path, PIL image or numpy (HxW, HxWx3/4; uint8, uint16 or float in [0, 1]) -> HxWx3 float32 RGB in [0, 1].
+
+    A float image with NaN or infinite values raises ValueError with the count of such pixels (one would turn
+    the whole prediction into NaN)."""
     a = as_rgb_array(image)
     scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(a.dtype)
     if scale is None:
-        return a.astype(np.float32)
+        out = a.astype(np.float32)
+        if not np.isfinite(out).all():
+            bad = int((~np.isfinite(out)).any(axis=2).sum())
+            raise ValueError(f"image has {bad} pixel(s) with NaN or infinite values (of {a.shape[0] * a.shape[1]}, "
+                             f"shape {a.shape}); replace them (e.g. np.nan_to_num) before inference")
+        return out
     out = a.astype(np.float32)
     out /= scale  # in place: the same values as `a / scale`, without a second fresh array (20x faster at 640x480)
     return out

@@ -55,6 +55,9 @@ def per_image_depth_metrics(
       rmse_log = sqrt mean (log p - log t)^2                            log10 = mean |log10 p - log10 t|
       silog = sqrt(mean g^2 - 0.5 (mean g)^2), g = log t - log p        delta_k = mean(max(t/p, p/t) < 1.25^k)
     """
+    if pred_disp.dim() not in (2, 3) or gt_depth.dim() not in (2, 3):
+        raise ValueError(f"pred_disp {tuple(pred_disp.shape)} and gt_depth {tuple(gt_depth.shape)}: expected (B, H, W) "
+                         f"or (H, W) each (squeeze a channel axis of size 1 first)")
     if pred_disp.dim() == 2:
         pred_disp, gt_depth = pred_disp[None], gt_depth[None]
         mask = None if mask is None else mask[None]

@@ -35,6 +35,7 @@ from dalib.images import (IMAGENET_MEAN, IMAGENET_STD, as_rgb_array, network_siz
                           preprocess_batch, to_rgb_float)  # re-exported: they lived here before dalib.images
 from dalib.pos_embed import (cubic_resample_matrix, interpolate_pos_encoding,  # noqa: F401  (re-exported)
                              interpolate_pos_encoding_traceable)
+from dalib.runfiles import give_default_mode, read_json_object
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -365,6 +366,7 @@ class DepthAnything(nn.Module):
         sd = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         tmp = d / (WEIGHTS_FILE + ".tmp")
         save_file(sd, str(tmp), metadata={"format": FORMAT})
+        give_default_mode(tmp)  # safetensors writes 0o600; the config beside it gets the usual mode
         os.replace(tmp, d / WEIGHTS_FILE)
         cfg = {"format": FORMAT, "encoder": self.encoder, "version": self.version, "config": asdict(self.cfg)}
         if extra:
@@ -382,7 +384,7 @@ class DepthAnything(nn.Module):
         for p in (cfg_path, w_path):
             if not p.is_file():
                 raise FileNotFoundError(f"{p}: missing; a dalib checkpoint directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-        cfg = json.loads(cfg_path.read_text())
+        cfg = read_json_object(cfg_path)
         if cfg.get("format") != FORMAT:
             raise ValueError(f"{cfg_path}: not a dalib checkpoint (format={cfg.get('format')!r}, expected {FORMAT!r})")
         enc = cfg["encoder"]

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import yaml
 
-from dalib.runfiles import REPO_ROOT, atomic_write_bytes, atomic_write_json, environment_info, load_metrics, run_dir_path
+from dalib.runfiles import (REPO_ROOT, atomic_write_bytes, atomic_write_json, environment_info, load_metrics,
+                            read_yaml, run_dir_path)
 from dalib.seeds import seed_dir, write_aggregate
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -71,7 +72,10 @@ def load_profile(profile: str, config_dir: Path = CONFIG_DIR, _chain: tuple = ()
     if not path.is_file():
         known = available_profiles(config_dir)
         raise PipelineError(f"profile {profile!r}: no file {path} (profiles here: {', '.join(known) or 'none'})")
-    cfg = yaml.safe_load(path.read_text()) or {}
+    try:
+        cfg = read_yaml(path) or {}
+    except ValueError as e:  # names the file and where the YAML breaks
+        raise PipelineError(str(e)) from None
     if not isinstance(cfg, dict):
         raise PipelineError(f"{path}: expected a mapping at the top level, got {type(cfg).__name__}")
     for key in ("parameters", "notebooks"):
@@ -410,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--seeds {','.join(map(str, args.seeds))} and -p seed {overrides['seed']} both set the seed; use one of them")
     try:
         load_profile(args.profile, args.config_dir)
-    except PipelineError as e:
-        ap.error(str(e))
+    except PipelineError as e:  # a file's fault, not the command line's: one line, no usage
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
     default_dir = args.profile + ("-seeds" if args.seeds is not None else "")
     run_dir = args.run_dir or str(REPO_ROOT / "runs" / default_dir)
     kwargs = dict(restart=args.restart, only=args.only, notebook_dir=args.notebook_dir, config_dir=args.config_dir)

@@ -33,12 +33,40 @@ def run_dir_path(run_dir: str | os.PathLike | None = None) -> Path:
     return p
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask sets it, a race with other threads' files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_default_mode(target) -> None:
+    """Give a file (path or open descriptor) the mode `open(path, "w")` would: 0o666 & ~umask. Temp files from
+    `tempfile.mkstemp` and safetensors are 0o600, which other users of a shared run folder cannot read."""
+    mode = 0o666 & ~_umask()
+    if isinstance(target, int):
+        os.fchmod(target, mode)
+    else:
+        os.chmod(target, mode)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` through a temp file in the same folder + fsync + rename."""
+    """Write `data` to `path` through a temp file in the same folder + fsync + rename (mode as `open` gives)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # named by the file being written, not by a random temp name
+        raise type(e)(e.errno, e.strerror, str(path)) from None
+    try:
+        give_default_mode(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -65,6 +93,37 @@ def _jsonable(x):
 
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
     return atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json_object(path: str | os.PathLike, advice: str = "") -> dict:
+    """The JSON object (mapping) in file `path`; ValueError naming the file, then `advice`, when the file holds
+    anything else (not JSON, a list, ...)."""
+    try:
+        obj = json.loads(Path(path).read_text())
+        problem = None if isinstance(obj, dict) else f"holds a JSON {type(obj).__name__}, expected an object"
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        problem = f"is not JSON ({e})"
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}" + (f"; {advice}" if advice else ""))
+    return obj
+
+
+def read_yaml(path: str | os.PathLike):
+    """The YAML document in file `path`; ValueError naming the file and the line and column of a syntax error
+    (yaml's own message spans several lines and names neither)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a YAML text file ({e.reason} at byte {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e)
+        if getattr(e, "context", None):
+            what += f" ({e.context})"
+        raise ValueError(f"{path}: not valid YAML{where}: {' '.join(what.split())}") from None
 
 
 def record_metrics(run_dir, section: str, metrics: dict) -> Path:

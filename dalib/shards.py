@@ -5,6 +5,7 @@ both use it (notebooks 00_depth_data and 05_pseudo_labelling):
     <folder>/index.json        what is built (parameters; `dalib.data` also keeps the shard entries here)
     <folder>/shard-00000/      `save_to_disk` of rows [0, shard_size)
     <folder>/.shard-00000.tmp-PID/   a shard being written (renamed into place when complete)
+    <folder>/.lock             advisory lock of the processes writing the folder (`folder_lock`)
 
 A shard entry is {"start", "rows", "sha256", "files": {name: bytes}}: a shard is complete when its folder
 matches its entry (sizes: cheap; sha256: every byte), so an interrupted build keeps its complete shards
@@ -23,6 +24,7 @@ from dalib.runfiles import atomic_write_json
 
 FORMAT_VERSION = 1  # bump when the on-disk layout of shards or their index changes
 INDEX_FILE = "index.json"
+LOCK_FILE = ".lock"
 
 
 def shard_name(k: int) -> str:
@@ -158,18 +160,44 @@ def sweep_temp(folder: Path, names=None) -> None:
 _VERIFIED: set[tuple[str, str]] = set()  # (shard folder, sha256) whose bytes this process has checked in full
 
 
-def verified_once(folder: Path, shards: dict) -> bool:
-    """Every shard {name: entry} of `folder` matches its sha256, each checked once per process: a shard whose
-    bytes changed but not its size (which a size check alone would pass) is caught before it is served."""
+def damaged_shards(folder: Path, shards: dict) -> list[str]:
+    """The shards {name: entry} of `folder` whose files do not match their sha256, each checked once per process:
+    a shard whose bytes changed but not its size (which a size check alone would pass) is caught before it is
+    served. Data builds and pseudo-labels both check their shards with it."""
+    damaged = []
     for key, entry in shards.items():
-        tag = (str(folder / key), str(entry.get("sha256")))
+        tag = (str(folder / key), str((entry or {}).get("sha256")))
         if tag not in _VERIFIED:
-            if not shard_ok(folder / key, entry, full=True):
-                return False
-            _VERIFIED.add(tag)
-    return True
+            if shard_ok(folder / key, entry, full=True):
+                _VERIFIED.add(tag)
+            else:
+                damaged.append(key)
+    return damaged
 
 
 def mark_verified(folder: Path, shards: dict) -> None:
-    """Record shards just written by this process as verified (see `verified_once`)."""
+    """Record shards just written or checked in full by this process as verified (see `damaged_shards`)."""
     _VERIFIED.update((str(folder / k), str(e.get("sha256"))) for k, e in shards.items())
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, name: str = LOCK_FILE, on_wait=None):
+    """Hold an exclusive advisory lock on `folder/name` (POSIX flock; no-op where unavailable), so that two
+    processes never write one shard folder at once. When another process holds it, `on_wait()` is called
+    once (e.g. to say so), then this one waits for it."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    with open(folder / name, "a") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -304,16 +304,20 @@ def preview_batch(cfg: TrainConfig, hooks: StudentHooks, step: int = 0) -> tuple
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m dalib.student --config run.yaml`: TrainConfig fields plus a `student` mapping (the
     `StudentHooks.to_spec()` fields); under torchrun every rank runs it (what `dalib.train.launch` starts)."""
-    from dalib.train import config_from_mapping, read_config_file, train_and_report
+    from dalib.train import command_error, config_from_mapping, read_config_file, train_and_report
 
     ap = argparse.ArgumentParser(prog="python -m dalib.student", description=main.__doc__.split("\n")[0])
     ap.add_argument("--config", required=True, help="YAML/JSON: TrainConfig fields + `student:` (StudentHooks spec)")
     args = ap.parse_args(argv)
-    raw = read_config_file(args.config)
-    spec = raw.pop("student", None)
-    if spec is None:
-        raise ValueError(f"{args.config}: no `student` mapping (perturbed, frozen, feat_weight, margin, perturb)")
-    return train_and_report(config_from_mapping(raw, args.config), StudentHooks.from_spec(spec), prog="dalib.student")
+    try:
+        raw = read_config_file(args.config)
+        spec = raw.pop("student", None)
+        if spec is None:
+            raise ValueError(f"{args.config}: no `student` mapping (perturbed, frozen, feat_weight, margin, perturb)")
+        cfg, hooks = config_from_mapping(raw, args.config), StudentHooks.from_spec(spec)
+    except (ValueError, OSError) as e:  # the config file or its fields
+        return command_error("dalib.student", e)
+    return train_and_report(cfg, hooks, prog="dalib.student")
 
 
 if __name__ == "__main__":

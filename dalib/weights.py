@@ -12,7 +12,6 @@ is not weights gets an error naming it, never advice to unpickle). Our own forma
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
@@ -24,6 +23,7 @@ from torch import Tensor
 from dalib.images import PATCH
 from dalib.model import (CONFIG_FILE, CONFIGS, FORMAT, WEIGHT_FORMATS, WEIGHTS_FILE, DepthAnything, get_config,
                          load_state_dict_strict, read_safetensors)
+from dalib.runfiles import read_json_object
 
 
 # ============================================================================ building a model
@@ -239,11 +239,12 @@ def hf_config(encoder: str, version: str = "v2") -> dict:
 
 
 # ============================================================================ loading any checkpoint
-def _torch_load_weights(path: Path):
-    """torch.load(weights_only=True), with an error for files that are not tensors-only checkpoints.
+def torch_load_tensors(path: Path, what: str = "weights file", advice: str = WEIGHT_FORMATS):
+    """torch.load(weights_only=True) on the CPU, with an error naming the file, then `advice`, for a file that is
+    not a tensors-only checkpoint.
 
     torch's own error for such a file suggests `weights_only=False`, i.e. running the file's pickled code;
-    this message does not, and names the file instead."""
+    this message does not, and names the file instead. Also reads the training state of `dalib.train`."""
     import pickle
     import zipfile
 
@@ -251,16 +252,16 @@ def _torch_load_weights(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError, KeyError,
             IndexError, TypeError, AttributeError) as e:  # text or other bytes trip the unpickler anywhere
-        raise ValueError(f"{path}: not a readable weights file: torch.load(weights_only=True) rejected it "
+        raise ValueError(f"{path}: not a readable {what}: torch.load(weights_only=True) rejected it "
                          f"({type(e).__name__}): it is not a PyTorch checkpoint, or it holds objects other than "
-                         f"tensors, which are never unpickled; {WEIGHT_FORMATS}") from None
+                         f"tensors, which are never unpickled; {advice}") from None
 
 
 def _read_state_dict(path: Path) -> dict:
     """A .safetensors or torch pickle (.pth/.pt/.bin) file -> flat state dict (never unpickles objects)."""
     if path.suffix == ".safetensors":
         return read_safetensors(path)
-    sd = _torch_load_weights(path)
+    sd = torch_load_tensors(path)
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
@@ -282,7 +283,8 @@ def load_weights(path: str | os.PathLike, encoder: str | None = None, version: s
     hf_out_indices = None
     if p.is_dir():
         cfg_path = p / CONFIG_FILE
-        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+        cfg = read_json_object(cfg_path, "a model folder's config.json describes the model (a dalib checkpoint's, "
+                               "or a transformers one)") if cfg_path.is_file() else {}
         if cfg.get("format") == FORMAT:
             model = DepthAnything.from_pretrained(p)
             if encoder and encoder != model.encoder:

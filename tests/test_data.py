@@ -548,8 +548,37 @@ def test_build_rejects_a_size_that_is_not_a_positive_integer(tmp_path, capsys, h
 
     with pytest.raises(ValueError, match=rf"synth-indoor.*height must be a positive integer.*{height!r}"):
         D.build("synth-indoor", "train", 2, root=tmp_path, height=height)
-    if isinstance(height, int):
-        assert main(["build", "synth-indoor", "--split", "train", "-n", "2", "--root", str(tmp_path),
-                     "--height", str(height)]) == 1
-        assert "height must be a positive integer" in capsys.readouterr().err
+    if isinstance(height, int):  # a bad setting: exit 2, named
+        with pytest.raises(SystemExit) as e:
+            main(["build", "synth-indoor", "--split", "train", "-n", "2", "--root", str(tmp_path),
+                  "--height", str(height)])
+        assert e.value.code == 2 and f"argument --height: expected a positive integer, got '{height}'" in \
+            capsys.readouterr().err
     assert not any(tmp_path.rglob("*x*")), "a size folder was created for an invalid size"
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad inputs: one clear error each
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", ["-1", "0"])
+def test_cli_build_rejects_a_shard_size_below_one(tmp_path, cli_error, size):
+    root = tmp_path / "data"
+    line = cli_error(2, "dalib", "data", "build", "synth-indoor", "--split", "train", "-n", "8", "--height", "8",
+                     "--width", "8", "--shard-size", size, "--root", root)
+    assert f"argument --shard-size: expected a positive integer, got '{size}'" in line
+    assert not root.exists()
+    with pytest.raises(ValueError, match=rf"synth-indoor.*shard_size must be a positive integer number of rows, "
+                                         rf"got {size}"):
+        D.build("synth-indoor", "train", 8, root=root, height=8, width=8, shard_size=int(size))
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("kind", ["a-file", "read-only"])
+def test_cli_build_names_dalib_data_that_cannot_hold_datasets(tmp_path, cli_error, read_only_dir, kind):
+    target = read_only_dir if kind == "read-only" else tmp_path / "a-file"
+    if kind == "a-file":
+        target.write_text("not a folder")
+    line = cli_error(2, "dalib", "data", "build", "synth-indoor", "--split", "train", "-n", "2", "--height", "8",
+                     "--width", "8", env={"DALIB_DATA": str(target)})
+    assert line.startswith(f"error: DALIB_DATA={target}: cannot write {target}/synth-indoor"), line
+    assert "set DALIB_DATA" in line

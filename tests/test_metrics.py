@@ -193,3 +193,10 @@ def test_aligned_depth_inverts_the_alignment_and_clamps():
     assert torch.allclose(d[valid], gt[valid]) and (d[~valid] == 0).all()
     far = aligned_depth(torch.tensor([[4.0, 1.0, 0.0, -50.0]]), torch.tensor([[1.0, 2.0, 4.0, 100.0]]))
     assert far.shape == (1, 4) and float(far.min()) >= 1.0 and float(far.max()) <= 100.0
+
+
+# ----------------------------------------------------------------------------- bad inputs: one clear error each
+def test_eval_depth_names_tensors_with_a_channel_axis():
+    gt = 1.0 + torch.rand(2, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"pred_disp \(2, 1, 8, 8\) and gt_depth \(2, 1, 8, 8\): expected \(B, H, W\)"):
+        eval_depth(1 / gt, gt, torch.ones(2, 1, 8, 8, dtype=torch.bool))

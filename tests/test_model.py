@@ -474,3 +474,30 @@ def test_bf16_autocast_keeps_the_output_stage_in_float32():
     assert err < 4 * u, err
     levels = [len(torch.unique(low[i])) for i in range(2)]
     assert min(levels) > 0.9 * min(len(torch.unique(ref[i])) for i in range(2)), levels
+
+
+# ============================================================================ bad inputs: one clear error each
+@pytest.mark.parametrize("where", ["nan", "inf"])
+def test_infer_image_refuses_non_finite_pixels_with_their_count(where):
+    """One NaN pixel would turn the whole map into NaN; both backends share `infer_images`, which refuses it."""
+    from dalib.images import infer_images
+
+    img = np.random.default_rng(0).random((30, 40, 3)).astype(np.float32)
+    img[3, 4, 1] = np.nan if where == "nan" else np.inf
+    img[20, 30] = np.nan  # all channels of one pixel: still one pixel
+    with pytest.raises(ValueError, match=r"2 pixel\(s\) with NaN or infinite values \(of 1200"):
+        M.DepthAnything("vitt").infer_image(img, 28)
+    with pytest.raises(ValueError, match=r"2 pixel\(s\)"):  # the recipe of the onnxruntime backend too
+        infer_images(lambda x: x[:, 0], [img], 28)
+
+
+def test_infer_image_refuses_an_empty_image_naming_its_shape():
+    with pytest.raises(ValueError, match=r"empty image: shape \(0, 10, 3\)"):
+        M.DepthAnything("vitt").infer_image(np.zeros((0, 10, 3), np.float32), 28)
+
+
+def test_load_weights_names_a_config_json_that_is_not_an_object(tmp_path):
+    M.DepthAnything("vitt").save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("[]")
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'config.json'}: holds a JSON list, expected an object"):
+        W.load_weights(tmp_path)

@@ -262,3 +262,16 @@ def test_a_run_folder_that_cannot_be_created_fails_clearly(toy, tmp_path, capsys
     err = capsys.readouterr().err
     assert rc == 1 and "pipeline: FAILED: cannot write the run folder" in err and str(blocker) in err
     assert blocker.read_text() == "not a folder"
+
+
+# ----------------------------------------------------------------------------- bad inputs: one clear error each
+def test_cli_profile_that_does_not_parse_names_the_file_and_position(toy, run_cli):
+    nbdir, cfgdir, run = toy
+    (cfgdir / "broken.yaml").write_text("parameters:\n  scale: [1, 2\nnotebooks: {}\n")
+    proc = run_cli("dalib.pipeline", "--profile", "broken", "--run-dir", run, "--notebook-dir", nbdir,
+                   "--config-dir", cfgdir)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"python -m dalib.pipeline: error: {cfgdir / 'broken.yaml'}: not valid YAML at line 3, column 10: expected "
+        f"',' or ']', but got ':' (while parsing a flow sequence)"]
+    assert not run.exists()  # nothing ran

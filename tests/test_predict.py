@@ -157,3 +157,13 @@ def test_module_entry_point(weights, images, tmp_path):
                         "--out", str(out), *SIZE], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (out / "rgba_color.png").exists() and (out / "rgba_disp16.png").exists()
+
+
+# ============================================================================ bad inputs: one clear error each
+def test_cli_weights_folder_whose_config_is_not_an_object(weights, images, tmp_path, cli_error):
+    bad = tmp_path / "weights"
+    bad.mkdir()
+    (bad / "model.safetensors").write_bytes((weights / "model.safetensors").read_bytes())
+    (bad / "config.json").write_text("[]")
+    line = cli_error(2, "dalib", "predict", images / "rgb.jpg", "--weights", bad, *SIZE, "--out", tmp_path / "o")
+    assert str(bad / "config.json") in line and "JSON list" in line

@@ -96,7 +96,7 @@ def test_labels_equal_infer_batch(teacher, photos, clean):
     index = json.loads((out / "index.json").read_text())
     assert index["rows"] == 7 and index["shard_size"] == 3 and index["input_size"] == INPUT
     assert sorted(p.name for p in out.iterdir()) == [
-        "index.json", "shard-00000", "shard-00000.json", "shard-00001", "shard-00001.json", "shard-00002",
+        ".lock-0-of-1", "index.json", "shard-00000", "shard-00000.json", "shard-00001", "shard-00001.json", "shard-00002",
         "shard-00002.json"]
 
 
@@ -180,7 +180,7 @@ def test_damaged_shard_detected_and_rebuilt(teacher, photos, clean, tmp_path, mo
     data = bytearray(arrow.read_bytes())
     data[-200:-100] = bytes(100)  # same size, different bytes: only the checksum sees it
     arrow.write_bytes(bytes(data))
-    PL.load_pseudo_labels(out)  # size check passes
+    assert PL.status(out)["complete"] == [0, 1, 2]  # the size check passes
     with pytest.raises(FileNotFoundError, match=r"shards 1 of 0-2 \(rows 3-5\)"):
         PL.load_pseudo_labels(out, verify=True)
     written = []
@@ -357,3 +357,54 @@ def test_launch_pseudo_label_under_torchrun_matches_one_process(tmp_path, monkey
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="teacher as a path"):
         launch_pseudo_label(model, src, tmp_path / "three", nproc=2)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bad inputs: one clear error each
+# ----------------------------------------------------------------------------------------------------
+def test_load_pseudo_pool_never_serves_a_shard_overwritten_in_place(teacher, photos, clean, tmp_path):
+    """4 KB of a label file overwritten mid-file with NaN/inf, same size: the sha256 (checked once per process)
+    sees it; the error names the shard and what to do, and labelling again re-labels just that shard."""
+    import shutil
+
+    out = tmp_path / "pl"
+    shutil.copytree(clean[0], out)
+    arrow = sorted((out / "shard-00001").glob("*.arrow"))[0]
+    blob = bytearray(arrow.read_bytes())
+    at = len(blob) // 2 - 2048
+    blob[at:at + 4096] = np.array([np.nan, np.inf, -np.inf, 7.0], np.float32).tobytes() * 256
+    arrow.write_bytes(bytes(blob))
+    with pytest.raises(FileNotFoundError, match=r"damaged.*shard-00001 \(rows 3-5\); run dalib.pseudo_label again "
+                                                r".*re-labels damaged shards.*or delete"):
+        PL.load_pseudo_pool(out)
+    assert run(teacher, photos, out)["images"] == 3  # only the damaged shard
+    for a, b in zip(PL.load_pseudo_pool(out).with_format("numpy")["disparity"],
+                    PL.load_pseudo_pool(clean[0]).with_format("numpy")["disparity"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_two_identical_labellers_at_once_never_undo_each_other(teacher_dir, tmp_path):
+    """Started together on one folder: neither fails nor deletes the other's shards; the second waits for the first
+    and then finds its shards done."""
+    rng = np.random.default_rng(3)
+    n = 40
+    imgs = [png(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)) for _ in range(n)]
+    src = tmp_path / "src"
+    datasets.Dataset.from_dict({"image": imgs}, features=datasets.Features({"image": datasets.Image()})).save_to_disk(
+        str(src))
+    out = tmp_path / "pl"
+    args = ["--teacher", teacher_dir, "--source", src, "--out", out, "--input-size", INPUT, "--batch-size", "2",
+            "--shard-size", "1", "--device", "cpu", "--num-workers", "0", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(k, None)
+    procs = [subprocess.Popen([sys.executable, "-m", "dalib.pseudo_label", *map(str, args)], cwd=REPO_ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    for p, (stdout, stderr) in zip(procs, results):
+        assert p.returncode == 0 and "Traceback" not in stderr, stderr[-3000:]
+    labelled = sorted(int(re.search(r"labelled (\d+) images", stdout).group(1)) for stdout, _ in results)
+    assert labelled == [0, n]  # one labelled everything, the other found it done
+    assert len(PL.load_pseudo_labels(out, verify=True)) == n
+    assert not list(out.glob(".shard-*"))  # no temporary folder left behind

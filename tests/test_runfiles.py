@@ -106,3 +106,30 @@ def test_record_chapter_writes_metrics_and_report(tmp_path):
     assert load_metrics(tmp_path) == {"06_x": {"a": 1}}
     assert (tmp_path / "report" / "06_x.md").read_text() == (
         "### Students\n\n| m |\n|---|\n\n![06_loss](figures/06_loss.png)\n")
+
+
+# ----------------------------------------------------------------------------- file modes in shared run folders
+def test_checkpoint_files_get_the_mode_open_gives_under_the_umask(tmp_path):
+    """Temp files (mkstemp) and safetensors are created 0o600: files of a checkpoint would then differ in who may
+    read them. Every file dalib writes gets 0o666 & ~umask, as `open(path, "w")` gives."""
+    import stat
+
+    import torch
+
+    from dalib.model import DepthAnything
+    from dalib.train import save_checkpoint
+
+    model = DepthAnything("vitt")
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    old = os.umask(0o022)
+    try:
+        ckpt = save_checkpoint(tmp_path, 1, model, opt, sched)
+        os.umask(0o027)
+        atomic_write_bytes(tmp_path / "group-only.bin", b"x")
+    finally:
+        os.umask(old)
+    files = [ckpt / "model.safetensors", ckpt / "config.json", ckpt / "train_state.pt",
+             tmp_path / "checkpoints" / "latest.json"]
+    assert {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in files} == {f.name: "0o644" for f in files}
+    assert stat.S_IMODE((tmp_path / "group-only.bin").stat().st_mode) == 0o640

@@ -397,3 +397,77 @@ def test_bf16_training_matches_float32_within_bf16_precision(tmp_path, scenes, m
         assert first_low[k] == pytest.approx(first_ref[k], rel=4 * u), k
     assert first_low["ssi"] != first_ref["ssi"]  # bf16 really ran: float32 would give the same bits
     assert log_of(tmp_path / "bf16")[-1]["total"] < first_low["total"]
+
+
+# ----------------------------------------------------------------------------- bad inputs: one clear error each
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, scenes):
+    """A 2-step run with its final checkpoint, copied by each test that damages it."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    train(tiny(out, scenes, steps=2))
+    return out
+
+
+@pytest.mark.parametrize("content", ["random-bytes", "pickle-with-objects"])
+def test_resume_from_a_damaged_train_state_names_the_file_and_what_to_do(tmp_path, scenes, finished_run, content):
+    import pickle
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    state = latest_checkpoint(out) / "train_state.pt"
+    if content == "random-bytes":  # these bytes trip torch's unpickler with a bare IndexError
+        state.write_bytes(np.random.default_rng(17).bytes(2000))
+    else:  # torch's own message for it advises weights_only=False, i.e. running the pickled code
+        state.write_bytes(pickle.dumps({"step": 2, "where": Path("elsewhere")}, protocol=2))
+    with pytest.raises(ValueError) as err:
+        train(tiny(out, scenes, steps=2))
+    msg = str(err.value)
+    assert str(state) in msg and "resume=False" in msg and "delete the checkpoint folder" in msg
+    assert "weights_only=False" not in msg
+
+
+def test_resume_with_a_garbage_latest_json_names_the_file_and_what_to_do(tmp_path, scenes, finished_run):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    ptr = out / "checkpoints" / "latest.json"
+    ptr.write_text("{garbage")
+    with pytest.raises(ValueError, match=rf"{ptr}: is not JSON .*step-.*resume=False"):
+        train(tiny(out, scenes, steps=2))
+
+
+def _bad_train_settings(case, tmp_path, scenes_dir, read_only_dir):
+    """Command-line arguments of `python -m dalib.train` for one bad setting, and what its error line names."""
+    config = tmp_path / "run.yaml"
+    if case == "read-only-out-dir":
+        return cli(scenes_dir, read_only_dir, 2), [str(read_only_dir)]
+    if case == "unknown-config-key":
+        config.write_text("steps: 1\nnonsense: 1\n")
+        return ["--config", config], [str(config), "unknown TrainConfig fields ['nonsense']"]
+    if case == "missing-config-file":
+        return ["--config", tmp_path / "nope.yaml"], [str(tmp_path / "nope.yaml"), "no such config file"]
+    if case == "config-is-a-yaml-list":
+        config.write_text("- steps\n- 1\n")
+        return ["--config", config], [str(config), "expected a mapping", "list"]
+    if case == "unknown-dataset-name":
+        return cli("no-such-dataset", tmp_path / "run", 2), ["TrainConfig.datasets", "'no-such-dataset'"]
+    assert case == "lr-overflows-float32"
+    return cli(scenes_dir, tmp_path / "run", 2, lr_encoder=1e39), ["TrainConfig.lr_encoder=1e+39", "float32"]
+
+
+@pytest.mark.parametrize("case", ["read-only-out-dir", "unknown-config-key", "missing-config-file",
+                                  "config-is-a-yaml-list", "unknown-dataset-name", "lr-overflows-float32"])
+def test_cli_bad_setting_is_one_error_line_and_exit_2(tmp_path, scenes_dir, read_only_dir, cli_error, case):
+    args, named = _bad_train_settings(case, tmp_path, scenes_dir, read_only_dir)
+    line = cli_error(2, "dalib.train", *args, env={"DALIB_DATA": str(tmp_path / "data")})
+    assert line.startswith("dalib.train: error: ") and all(n in line for n in named), line
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_cli_boolean_flags_accept_only_boolean_words(tmp_path, scenes_dir, cli_error):
+    line = cli_error(2, "dalib.train", *cli(scenes_dir, tmp_path / "run", 2, resume="treu"))
+    assert "--resume" in line and "'treu'" in line
+    assert not (tmp_path / "run").exists()  # nothing ran
+    for word, value in (("off", False), ("No", False), ("0", False), ("YES", True), ("on", True), ("1", True)):
+        assert config_from_args(cli(scenes_dir, tmp_path / "run", 2, resume=word)).resume is value
+    with pytest.raises(ValueError, match="TrainConfig.resume='treu'; expected true or false"):
+        TrainConfig(resume="treu").validate()  # a YAML string is not a boolean either

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from dalib.data.generated import build_status
-from dalib.data.schema import (DataSourceError, ManifestError, get_manifest, list_manifests, manifest_dir, split_entry,
-                               validate_dir)
+from dalib.data.schema import (DataRootError, DataSourceError, ManifestError, get_manifest, list_manifests,
+                               manifest_dir, split_entry, validate_dir)
 from dalib.data.serve import build, load
 from dalib.data.sources import env_name, local_copy
 
@@ -77,10 +77,23 @@ def _cmd_build(args) -> int:
         else:
             ds = load(args.name, args.split, root=args.root, n=args.n)
             print(f"{m['name']}/{args.split}: {len(ds)} samples, columns {ds.column_names}")
+    except DataRootError as e:  # a setting: where datasets go
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (ManifestError, DataSourceError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _positive_int_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,11 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     q = sub.add_parser("build", help="materialise a split under $DALIB_DATA (default data/)")
     q.add_argument("name")
     q.add_argument("--split", required=True)
-    q.add_argument("-n", type=int, default=None, help="number of samples (default: the manifest's split size)")
+    q.add_argument("-n", type=_positive_int_arg, default=None,
+                   help="number of samples (default: the manifest's split size)")
     q.add_argument("--root", default=None, help="data folder (generator) or local copy (hf/local)")
-    q.add_argument("--height", type=int, default=None)
-    q.add_argument("--width", type=int, default=None)
-    q.add_argument("--shard-size", type=int, default=None)
+    q.add_argument("--height", type=_positive_int_arg, default=None)
+    q.add_argument("--width", type=_positive_int_arg, default=None)
+    q.add_argument("--shard-size", type=_positive_int_arg, default=None, help="rows per shard (generator sources)")
     args = p.parse_args(argv)
     return {"list": _cmd_list, "validate": _cmd_validate, "build": _cmd_build}[args.cmd](args)
 

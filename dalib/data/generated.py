@@ -3,7 +3,6 @@ in resumable, verified shards (`dalib.shards`). Taught in notebook 00_depth_data
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import sys
@@ -11,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dalib.data.schema import SENSORS, array_features, data_root, dataset_ref, get_manifest, split_entry
-from dalib.shards import (FORMAT_VERSION, INDEX_FILE, columns_dataset, mark_verified, read_index, shard_complete,
-                          shard_grid, shard_name, shard_ok, sweep_temp, verified_once, write_index, write_shard)
+from dalib.data.schema import (SENSORS, array_features, data_root, data_root_error, dataset_ref, get_manifest,
+                               split_entry)
+from dalib.shards import (FORMAT_VERSION, INDEX_FILE, columns_dataset, damaged_shards, folder_lock, mark_verified,
+                          read_index, shard_complete, shard_grid, shard_name, shard_ok, sweep_temp, write_index,
+                          write_shard)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -26,17 +27,18 @@ from dalib.shards import (FORMAT_VERSION, INDEX_FILE, columns_dataset, mark_veri
 _SENSOR_IDS = {s: i + 1 for i, s in enumerate(SENSORS)}
 
 
+def _positive_int(m: dict, name: str, value, unit: str) -> int:
+    """`value` as an int; a ValueError naming the dataset and `name` when it is not a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{dataset_ref(m)}: {name} must be a positive integer number of {unit}, got {value!r}")
+    return int(value)
+
+
 def render_size(m: dict, height=None, width=None) -> tuple[int, int]:
     """(H, W) of a generated split: the given sizes, or the manifest's where None. A size that is not a
     positive integer is an error naming it (0 used to fall back to the manifest's size silently)."""
-    out = []
-    for name, value in (("height", height), ("width", width)):
-        if value is None:
-            value = m["source"][name]
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{dataset_ref(m)}: {name} must be a positive integer number of pixels, got {value!r}")
-        out.append(int(value))
-    return out[0], out[1]
+    return tuple(_positive_int(m, name, m["source"][name] if value is None else value, "pixels")
+                 for name, value in (("height", height), ("width", width)))
 
 
 def _generator_params(m: dict, split: str, height=None, width=None, shard_size=None) -> dict:
@@ -45,6 +47,7 @@ def _generator_params(m: dict, split: str, height=None, width=None, shard_size=N
     kinds = [src["kind"]] if isinstance(src["kind"], str) else list(src["kind"])
     if shard_size is None:  # about 64 MB of arrays per shard, so memory stays flat for any N
         shard_size = src.get("shard_size") or max(1, min(1024, int(64e6 // (h * w * 16))))
+    shard_size = _positive_int(m, "shard_size", shard_size, "rows")
     params = {"format": FORMAT_VERSION, "kinds": kinds, "style": src["style"], "seed": int(split_entry(m, split)["seed"]),
               "height": h, "width": w, "sensor": src.get("sensor"), "shard_size": int(shard_size)}
     from dalib.synth.style import STYLE_VERSIONS
@@ -142,31 +145,19 @@ def build_shards(m: dict, split: str, n: int | None = None, *, root=None, height
     """Materialise `n` samples of generator split `split` of manifest `m` on disk (resumable); returns the
     split folder. Shards already on disk are reused when their checksum (`verify=True`) or size and row
     count match the index; missing or damaged ones are (re)built; sample i only depends on the split seed
-    and i, so any shard can be rebuilt alone. Memory stays flat in n. `dalib.data.build` calls it."""
+    and i, so any shard can be rebuilt alone. Memory stays flat in n. `dalib.data.build` calls it. A data folder
+    that cannot be written is a DataRootError naming it ($DALIB_DATA or root) and the path."""
     n = int(n if n is not None else (split_entry(m, split)["size"] or 0))
     if n <= 0:
         raise ValueError(f"{dataset_ref(m)}: split {split!r} needs n > 0 samples to build")
     params = _generator_params(m, split, height, width, shard_size)
     out = split_dir(m["name"], split, root=root, height=params["height"], width=params["width"])
-    out.mkdir(parents=True, exist_ok=True)
-    with _build_lock(out):  # two processes (e.g. parallel notebooks) never write the same split at once
-        return _build_locked(m, split, n, params, out, shard_size=shard_size, verify=verify, progress=progress)
-
-
-@contextlib.contextmanager
-def _build_lock(folder: Path):
-    """An exclusive advisory lock on `folder/.lock` (POSIX flock; no-op where unavailable)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    with open(folder / ".lock", "w") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    try:  # a data folder that is a file or read-only fails here, named, before any work
+        out.mkdir(parents=True, exist_ok=True)
+        with folder_lock(out):  # two processes (e.g. parallel notebooks) never write the same split at once
+            return _build_locked(m, split, n, params, out, shard_size=shard_size, verify=verify, progress=progress)
+    except OSError as e:
+        raise data_root_error(root, out, e) from e
 
 
 def _build_locked(m: dict, split: str, n: int, params: dict, out: Path, *, shard_size, verify, progress) -> Path:
@@ -227,7 +218,7 @@ def load_generated(m: dict, split: str, *, root, n, height, width):
     want = n if n is not None else (st["n"] or split_entry(m, split)["size"])
     d = Path(st["dir"])
     index = read_index(d / INDEX_FILE)
-    if not (st["ok"] and st["n"] >= want and verified_once(d, index["shards"])):
+    if not (st["ok"] and st["n"] >= want and not damaged_shards(d, index["shards"])):
         # first use, a larger n, a damaged shard, or built by an older engine: (re)build what is missing
         build_shards(m, split, max(want, st["n"] or 0), root=root, height=height, width=width, verify=True)
         index = read_index(d / INDEX_FILE)

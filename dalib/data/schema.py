@@ -35,6 +35,10 @@ class DataSourceError(RuntimeError):
     """A dataset cannot be served (no local copy, offline hub, missing files); says how to fix it."""
 
 
+class DataRootError(ValueError):
+    """The data folder ($DALIB_DATA, a `root`, or `<repo>/data`) cannot hold a build; names it and the path."""
+
+
 def manifest_dir() -> Path:
     """Folder of the shipped manifests: $DALIB_MANIFESTS, else `<repo>/data_manifests`."""
     return Path(os.environ.get("DALIB_MANIFESTS") or REPO_ROOT / "data_manifests")
@@ -43,6 +47,19 @@ def manifest_dir() -> Path:
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """Where datasets are built and cached: `root`, else $DALIB_DATA, else `<repo>/data`."""
     return Path(root or os.environ.get("DALIB_DATA") or REPO_ROOT / "data").expanduser().resolve()
+
+
+def data_root_error(root, path: Path, e: OSError) -> DataRootError:
+    """The error for a data folder that cannot hold `path`: names where the folder comes from (`root`,
+    $DALIB_DATA or the default), the path and the system's reason."""
+    if root:
+        where = f"root={str(root)!r}"
+    elif os.environ.get("DALIB_DATA"):
+        where = f"DALIB_DATA={os.environ['DALIB_DATA']}"
+    else:
+        where = f"the default data folder {data_root()}"
+    return DataRootError(f"{where}: cannot write {e.filename or path} ({e.strerror or e}); set DALIB_DATA (or root, "
+                         f"--root) to a folder you can write")
 
 
 # ----------------------------------------------------------------------------------------------------

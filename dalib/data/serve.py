@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from dalib.data.generated import build_shards, load_generated
-from dalib.data.schema import LABEL_COLUMNS, dataset_ref, get_manifest, split_role
+from dalib.data.schema import LABEL_COLUMNS, dataset_ref, get_manifest, split_entry, split_role
 from dalib.data.sources import cache_dir, load_bundled, load_local, map_hf, open_hf
 
 
@@ -118,6 +118,10 @@ def open_dataset(spec, split: str | None = None, *, root=None, n: int | None = N
     elif isinstance(spec, str):
         if split is None:
             raise ValueError(f"{what}: dataset name {spec!r} needs a split (e.g. split='train')")
+        try:  # an unknown name or split is a bad setting of the caller, named as such
+            split_entry(get_manifest(spec), split)
+        except KeyError as e:
+            raise ValueError(f"{what}: {e.args[0]}") from None
         ds = load(spec, split, root=root, n=n, with_heldout=with_heldout)
     else:
         raise TypeError(f"{what}: expected a datasets.Dataset, a dataset name or a save_to_disk folder, "

@@ -24,11 +24,17 @@ On-disk layout of `out_dir` (rows are cut into a fixed grid of shards; shard k =
                           disparity (float32 H x W, nested lists), kept source columns
     shard-00000.json      written after the folder is in place: rows, sha256 and sizes of its files
     ...
+    .lock-0-of-1          held by the process labelling as worker 0 of 1 (one per worker spec i/n)
 
 Worker i of n computes the shards k with k % n == i, a pure function of (i, n), so any number of
 processes can share one `out_dir`. A shard is complete when its folder matches its .json entry;
 folders are written to a temporary name and renamed, so an interrupted run leaves complete shards
-only and a re-run computes just the missing or damaged ones.
+only and a re-run computes just the missing or damaged ones. Loading checks each shard's sha256 once
+per process: a shard whose bytes changed on disk is an error naming it, never served.
+
+Two processes started with the same worker spec on one `out_dir` (the same command twice) never run at
+once: the second says so on stderr and waits for the first, then skips the shards it completed. Workers
+with different i of one n run in parallel; all workers of a folder use the same n.
 """
 from dalib.pseudo_label.cli import main
 from dalib.pseudo_label.labelling import DEFAULT_KEEP, launch_pseudo_label, pseudo_label

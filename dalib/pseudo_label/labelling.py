@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -19,7 +20,8 @@ from dalib.pseudo_label.sources import (BatchPlan, load_teacher, open_source, pa
                                         source_probe, teacher_fingerprint)
 from dalib.pseudo_label.store import (DEFAULT_SHARD_SIZE, output_features, prepare_index, shard_done,
                                       write_label_shard)
-from dalib.shards import FORMAT_VERSION, INDEX_FILE, read_index, shard_grid, shard_name, sweep_temp
+from dalib.shards import (FORMAT_VERSION, INDEX_FILE, LOCK_FILE, folder_lock, read_index, shard_grid, shard_name,
+                          sweep_temp)
 
 DEFAULT_KEEP = ("index", "kind", "path", "meta")  # source metadata copied when present
 
@@ -83,32 +85,36 @@ def pseudo_label(teacher, source, out_dir, *, split: str | None = None, n: int |
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    old = read_index(out / INDEX_FILE)
-    if shard_size is None:
-        shard_size = int(old["shard_size"]) if old and old.get("shard_size") else DEFAULT_SHARD_SIZE
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    features = output_features(src.features, keep)
-    params = {"format": FORMAT_VERSION, "source": desc, "probe": source_probe(raw), "rows": len(src),
-              "shard_size": int(shard_size), "input_size": int(input_size), "teacher": fingerprint,
-              "encoder": model.encoder, "version": model.version, "columns": list(features),
-              "disparity": "raw teacher output (relative, >= 0, not normalised)"}
-    prepare_index(out, params, overwrite)
+    # one labeller per worker spec at a time: a second identical one waits, then skips what the first completed
+    with folder_lock(out, f"{LOCK_FILE}-{worker}-of-{workers}", on_wait=lambda: print(
+            f"pseudo_label: another process is labelling shard {worker}/{workers} of {out}; waiting for it to "
+            f"finish", file=sys.stderr, flush=True)):
+        old = read_index(out / INDEX_FILE)
+        if shard_size is None:
+            shard_size = int(old["shard_size"]) if old and old.get("shard_size") else DEFAULT_SHARD_SIZE
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        features = output_features(src.features, keep)
+        params = {"format": FORMAT_VERSION, "source": desc, "probe": source_probe(raw), "rows": len(src),
+                  "shard_size": int(shard_size), "input_size": int(input_size), "teacher": fingerprint,
+                  "encoder": model.encoder, "version": model.version, "columns": list(features),
+                  "disparity": "raw teacher output (relative, >= 0, not normalised)"}
+        prepare_index(out, params, overwrite)
 
-    grid = shard_grid(len(src), shard_size)
-    mine = [grid[k] for k in shards_of(worker, workers, len(grid))]
-    sweep_temp(out, [shard_name(k) for k, _, _ in mine])  # leftovers of an interrupted write by this worker's shards
-    todo = [(k, s, c) for k, s, c in mine if not shard_done(out, k, s, c, verify=verify)]
-    skipped = sum(c for _, _, c in mine) - sum(c for _, _, c in todo)
-    if todo:
-        stats = _run(model, dev, raw, src, keep, features, out, todo, input_size=input_size, batch_size=batch_size,
-                     amp=amp, num_workers=num_workers, progress=progress, label=f"shard {worker}/{workers}")
-    else:
-        stats = {"images": 0, "seconds": 0.0}
-    done = sum(shard_done(out, k, s, c, verify=False) for k, s, c in grid)
-    return {"images": stats["images"], "skipped": skipped, "shards": len(todo), "seconds": stats["seconds"],
-            "images_per_s": stats["images"] / stats["seconds"] if stats["seconds"] > 0 else 0.0,
-            "out_dir": str(out), "complete": done == len(grid)}
+        grid = shard_grid(len(src), shard_size)
+        mine = [grid[k] for k in shards_of(worker, workers, len(grid))]
+        sweep_temp(out, [shard_name(k) for k, _, _ in mine])  # leftovers of an interrupted write of these shards
+        todo = [(k, s, c) for k, s, c in mine if not shard_done(out, k, s, c, verify=verify)]
+        skipped = sum(c for _, _, c in mine) - sum(c for _, _, c in todo)
+        if todo:
+            stats = _run(model, dev, raw, src, keep, features, out, todo, input_size=input_size, batch_size=batch_size,
+                         amp=amp, num_workers=num_workers, progress=progress, label=f"shard {worker}/{workers}")
+        else:
+            stats = {"images": 0, "seconds": 0.0}
+        done = sum(shard_done(out, k, s, c, verify=False) for k, s, c in grid)
+        return {"images": stats["images"], "skipped": skipped, "shards": len(todo), "seconds": stats["seconds"],
+                "images_per_s": stats["images"] / stats["seconds"] if stats["seconds"] > 0 else 0.0,
+                "out_dir": str(out), "complete": done == len(grid)}
 
 
 def _run(model, dev, raw, src, keep, features, out: Path, todo, *, input_size, batch_size, amp, num_workers,

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from dalib.data import list_features
-from dalib.pseudo_label.store import shard_done
-from dalib.shards import INDEX_FILE, read_index, shard_grid, shard_name
+from dalib.pseudo_label.store import entry_path, shard_done
+from dalib.shards import INDEX_FILE, damaged_shards, read_index, shard_grid, shard_name
 
 
 def _runs(ks: Iterable[int]) -> list[tuple[int, int]]:
@@ -44,7 +44,9 @@ def load_pseudo_labels(out_dir, *, verify: bool = False):
 
     Columns: image, source_row, kept source columns, disparity (float32 H x W; `.with_format("numpy")`).
     Raises FileNotFoundError naming the missing shards and their row ranges when any worker has not
-    finished. verify: recompute each shard's sha256 (else file sizes only). Notebook 05_pseudo_labelling.
+    finished, and naming the damaged ones (files that no longer match their sha256, checked once per
+    process) with what to do. verify: recompute every shard's sha256 now, even if this process checked it
+    before. Notebook 05_pseudo_labelling.
     """
     import datasets
 
@@ -56,6 +58,14 @@ def load_pseudo_labels(out_dir, *, verify: bool = False):
     size = index["shard_size"]
     grid = shard_grid(index["rows"], size)
     missing = [k for k, s, c in grid if not shard_done(out, k, s, c, verify=verify)]
+    entries = {shard_name(k): read_index(entry_path(out, k)) for k, _, _ in grid if k not in missing}
+    damaged = damaged_shards(out, entries)  # contents, not just sizes: never serve labels that changed on disk
+    if damaged:
+        rows = ", ".join(f"{key} (rows {e['start']}-{e['start'] + e['rows'] - 1})" for key, e in entries.items()
+                         if key in damaged)
+        raise FileNotFoundError(f"{out}: pseudo-label shards damaged, their files no longer match the sha256 in "
+                                f"their .json entry: {rows}; run dalib.pseudo_label again with the same arguments "
+                                f"(it re-labels damaged shards), or delete those shard folders and their .json")
     if missing:
         runs = _runs(missing)
         rows = _fmt_runs((grid[a][1], grid[b][1] + grid[b][2] - 1) for a, b in runs)

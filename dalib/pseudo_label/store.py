@@ -10,8 +10,8 @@ import numpy as np
 
 from dalib.data import list_features
 from dalib.pseudo_label.sources import image_bytes
-from dalib.shards import (INDEX_FILE, columns_dataset, read_index, shard_complete, shard_name, write_index,
-                          write_shard)
+from dalib.shards import (INDEX_FILE, columns_dataset, mark_verified, read_index, shard_complete, shard_name,
+                          write_index, write_shard)
 
 DEFAULT_SHARD_SIZE = 256  # rows per shard: ~300 MB of float32 labels at 640x480, written as one unit
 
@@ -55,13 +55,24 @@ def write_label_shard(out: Path, k: int, start: int, raw, src, keep: Sequence[st
     dest = out / shard_name(k)
     del cols
     entry = {"shard": k, **write_shard(ds, dest, start), **info}
-    write_index(out / f"{dest.name}.json", entry)
+    write_index(entry_path(out, k), entry)
+    mark_verified(out, {dest.name: entry})  # written by this process: no need to hash it again before serving
     return entry
 
 
+def entry_path(out: Path, k: int) -> Path:
+    """The .json entry of shard k (rows, sha256 and sizes of its files), written after its folder."""
+    return out / f"{shard_name(k)}.json"
+
+
 def shard_done(out: Path, k: int, start: int, count: int, *, verify: bool) -> bool:
-    """Is shard k on disk, with its entry, the expected rows, and files matching the entry?"""
-    return shard_complete(out / shard_name(k), read_index(out / f"{shard_name(k)}.json"), start, count, full=verify)
+    """Is shard k on disk, with its entry, the expected rows, and files matching the entry? `verify` checks the
+    sha256 of its files (then recorded as verified for this process), else their sizes."""
+    entry = read_index(entry_path(out, k))
+    ok = shard_complete(out / shard_name(k), entry, start, count, full=verify)
+    if ok and verify:
+        mark_verified(out, {shard_name(k): entry})
+    return ok
 
 
 def prepare_index(out: Path, params: dict, overwrite: bool) -> dict:

@@ -36,7 +36,7 @@ loss, one step), `checkpoints` (checkpoints, RNG states, the log), `loop` (train
 """
 from dalib.train.checkpoints import (LATEST_FILE, LOG_FILE, STATE_FILE, STATE_FORMAT, latest_checkpoint,
                                      load_train_state, read_log, save_checkpoint, training_seconds)
-from dalib.train.cli import config_from_args, field_comments, main, train_and_report
+from dalib.train.cli import command_error, config_from_args, field_comments, main, train_and_report
 from dalib.train.config import TrainConfig, config_from_mapping, describe_source, per_batch, read_config_file
 from dalib.train.diagnostics import lr_range_test, overfit_batch
 from dalib.train.loop import CONFIG_FILE, RESULT_FILE, launch, train
@@ -46,7 +46,7 @@ from dalib.train.step import (TrainHooks, build_model, build_optimizer, compute_
 
 __all__ = [
     "BatchPlan", "CONFIG_FILE", "LATEST_FILE", "LOG_FILE", "RESULT_FILE", "STATE_FILE", "STATE_FORMAT", "TrainConfig",
-    "TrainHooks", "build_model", "build_optimizer", "build_plan", "compute_loss", "config_from_args",
+    "TrainHooks", "build_model", "build_optimizer", "build_plan", "command_error", "compute_loss", "config_from_args",
     "config_from_mapping", "describe_source", "field_comments", "freeze_unused", "gm_weight_at", "latest_checkpoint",
     "launch", "load_train_state", "lr_factor", "lr_range_test", "main", "open_training_dataset", "overfit_batch",
     "per_batch", "read_config_file", "read_log", "save_checkpoint", "train", "train_device", "train_step",

@@ -13,13 +13,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from dalib.runfiles import atomic_write_bytes, atomic_write_json
+from dalib.runfiles import atomic_write_bytes, atomic_write_json, read_json_object
 from dalib.train.config import TrainConfig
+from dalib.weights import torch_load_tensors
 
 STATE_FILE = "train_state.pt"
 LATEST_FILE = "latest.json"
 LOG_FILE = "train_log.jsonl"
 STATE_FORMAT = 1
+START_OVER = "or start over with resume=False (--resume false) or another out_dir"
 
 
 def _rng_state() -> dict:
@@ -86,7 +88,11 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     ptr = root / LATEST_FILE
     if not ptr.is_file():
         return None
-    info = json.loads(ptr.read_text())
+    info = read_json_object(ptr, f"it names the checkpoint to resume: write {{\"step\": N, \"dir\": \"step-...\"}} "
+                                 f"for a complete folder of {root}, {START_OVER}")
+    if not isinstance(info.get("dir"), str) or "/" in info["dir"]:
+        raise ValueError(f"{ptr}: 'dir' is {info.get('dir')!r}, expected a checkpoint folder name such as "
+                         f"'step-00000100'; fix it, {START_OVER}")
     d = root / info["dir"]
     if not (d / STATE_FILE).is_file():
         raise FileNotFoundError(f"{ptr} points to {d}, which has no {STATE_FILE}")
@@ -94,8 +100,17 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
 
 
 def load_train_state(ckpt: str | os.PathLike) -> dict:
-    """train_state.pt of a checkpoint folder, loaded with weights_only=True on the CPU."""
-    return torch.load(Path(ckpt) / STATE_FILE, map_location="cpu", weights_only=True)
+    """train_state.pt of a checkpoint folder, loaded with weights_only=True on the CPU; a damaged one is a
+    ValueError naming it and what to do."""
+    path = Path(ckpt) / STATE_FILE
+    advice = (f"delete the checkpoint folder {ckpt} and point {LATEST_FILE} at an earlier one to resume from it, "
+              f"{START_OVER}")
+    state = torch_load_tensors(path, "training state", advice)
+    keys = ("step", "optimizer", "scheduler", "rng")
+    if not isinstance(state, dict) or not all(k in state for k in keys):
+        raise ValueError(f"{path}: not the training state of a dalib checkpoint (expected a dict with {list(keys)}); "
+                         f"{advice}")
+    return state
 
 
 def clean_partial_checkpoints(out_dir: Path) -> None:

@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from dalib.distributed import dist_env, report_result
-from dalib.train.config import TrainConfig, config_from_mapping, read_config_file
+from dalib.train.config import BOOL_WORDS, TrainConfig, config_from_mapping, read_config_file
 from dalib.train.loop import train
 from dalib.train.step import TrainHooks
 
@@ -22,10 +22,17 @@ def _parse_list(text: str, conv) -> list:
     return [conv(x) for x in text.split(",") if x != ""]
 
 
+def _parse_bool(text: str) -> bool:
+    try:
+        return BOOL_WORDS[text.strip().lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected one of {'/'.join(BOOL_WORDS)}, got {text!r}") from None
+
+
 def _field_parser(f: dataclasses.Field):
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
     if isinstance(default, bool):
-        return lambda s: s.lower() in ("1", "true", "yes", "on")
+        return _parse_bool
     if isinstance(default, (list, tuple)):
         elem = type(default[0]) if default else str
         conv = float if elem is float else int if elem is int else str
@@ -71,14 +78,25 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     return config_from_mapping(values, args.config or "command line")  # flags are known: unknowns come from the file
 
 
+def command_error(prog: str, e: Exception) -> int:
+    """Print one error line for a failed command; the exit code: 2 for bad settings or data (a ValueError, or a
+    path that is missing, not a folder or not writable), 1 for other failures (a diverged run, a full disk)."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        msg = f"{e.filename}: {e.strerror}"
+    else:
+        msg = str(e)
+    print(f"{prog}: error: {msg}", file=sys.stderr)
+    unusable_path = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)
+    return 2 if isinstance(e, (ValueError, *unusable_path)) else 1
+
+
 def train_and_report(cfg: TrainConfig, hooks: TrainHooks | None = None, *, prog: str = "dalib.train") -> int:
     """`train(cfg, hooks)` as a command: the result goes to the launching process (`report_result`) and, on
     rank 0, to stdout as JSON; bad settings or data (exit 2) and a diverged run (exit 1) print one error line."""
     try:
         result = train(cfg, hooks)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:  # bad settings or data, or a diverged run
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1 if isinstance(e, FloatingPointError) else 2
+    except (ValueError, OSError, FloatingPointError) as e:  # bad settings or data, unusable paths, a diverged run
+        return command_error(prog, e)
     report_result(result)
     if dist_env()[0] == 0:
         print(json.dumps(result, default=str))
@@ -86,7 +104,11 @@ def train_and_report(cfg: TrainConfig, hooks: TrainHooks | None = None, *, prog:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return train_and_report(config_from_args(argv))
+    try:
+        cfg = config_from_args(argv)
+    except (ValueError, OSError) as e:  # the config file or its fields
+        return command_error("dalib.train", e)
+    return train_and_report(cfg)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from dalib.runfiles import read_yaml
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # parameters and learning rates live in float32
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 @dataclass
 class TrainConfig:
@@ -106,6 +112,10 @@ class TrainConfig:
             ok = isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 if name in positive else v >= 0)
             if not ok:
                 raise ValueError(f"TrainConfig.{name}={v!r}; expected a finite number {'> 0' if name in positive else '>= 0'}")
+        self._check_types()
+        if self.lr_encoder * self.decoder_lr_mult > FLOAT32_MAX:
+            raise ValueError(f"TrainConfig.lr_encoder * decoder_lr_mult = {self.lr_encoder * self.decoder_lr_mult:g} "
+                             f"overflows float32 (max {FLOAT32_MAX:.4g})")
         if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
             raise ValueError(f"TrainConfig.betas={self.betas!r}; expected two numbers in [0, 1)")
         if self.align not in ("median", "lstsq"):
@@ -128,6 +138,21 @@ class TrainConfig:
             if s["target"] not in ("auto", "depth", "disparity"):
                 raise ValueError(f"TrainConfig.targets: {s['target']!r}; expected 'auto', 'depth' or 'disparity'")
         per_batch(self, world_size)
+
+    def _check_types(self) -> None:
+        """Booleans are True/False (a string such as "treu" is not); numbers of float fields fit in float32."""
+        for f in dataclasses.fields(self):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            value = getattr(self, f.name)
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"TrainConfig.{f.name}={value!r}; expected true or false")
+            elif isinstance(default, float) or (isinstance(default, (list, tuple)) and default
+                                                and isinstance(default[0], float)):
+                for v in value if isinstance(value, (list, tuple)) else [value]:
+                    if isinstance(v, (int, float)) and math.isfinite(v) and abs(v) > FLOAT32_MAX:
+                        raise ValueError(f"TrainConfig.{f.name}={value!r}; {v:g} overflows float32 "
+                                         f"(max {FLOAT32_MAX:.4g})")
 
     def to_dict(self) -> dict:
         """JSON-able view: dataset objects are replaced by a description."""
@@ -162,12 +187,13 @@ def describe_source(d: Any) -> str:
 
 
 def read_config_file(path) -> dict:
-    """A YAML (or JSON) mapping from `path`; ValueError naming the file when it is not a mapping."""
-    import yaml
-
-    loaded = yaml.safe_load(Path(path).read_text()) or {}
+    """A YAML (or JSON) mapping from `path`; FileNotFoundError or ValueError naming the file when it is missing,
+    does not parse or is not a mapping."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    loaded = read_yaml(path) or {}
     if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: expected a mapping of TrainConfig fields")
+        raise ValueError(f"{path}: expected a mapping of TrainConfig fields, got a YAML {type(loaded).__name__}")
     return loaded
 
 
