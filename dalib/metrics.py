@@ -55,6 +55,28 @@ def per_image_depth_metrics(
       rmse_log = sqrt mean (log p - log t)^2                            log10 = mean |log10 p - log10 t|
       silog = sqrt(mean g^2 - 0.5 (mean g)^2), g = log t - log p        delta_k = mean(max(t/p, p/t) < 1.25^k)
     """
+    pred_disp, gt_depth, mask = _as_batch(pred_disp, gt_depth, mask)
+    # float64: the metrics are sums of many small terms, and evaluation is not the hot path
+    pred = pred_disp.detach().to(torch.float64)
+    gt = gt_depth.detach().to(torch.float64)
+    valid = valid_depth_mask(gt, mask) & torch.isfinite(pred)
+    if min_depth is not None:
+        valid &= gt >= min_depth
+    if max_depth is not None:
+        valid &= gt <= max_depth
+    scored = valid.sum(dim=(1, 2)) >= 2
+    if region is not None:
+        if region.shape != gt.shape:
+            raise ValueError(f"region {tuple(region.shape)} must have the shape of gt_depth {tuple(gt.shape)}")
+        in_region = valid & region.to(device=gt.device, dtype=torch.bool)
+        scored = scored & (in_region.sum(dim=(1, 2)) >= 1)
+    p = _aligned_clamped_depth(pred, gt, valid, scored, min_depth, max_depth)
+    t = torch.where(valid, gt, torch.ones_like(gt))
+    return _metric_values(p, t, in_region if region is not None else valid), scored
+
+
+def _as_batch(pred_disp: Tensor, gt_depth: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(H, W) inputs as a batch of one; ValueError naming the tensors when the shapes do not fit."""
     if pred_disp.dim() not in (2, 3) or gt_depth.dim() not in (2, 3):
         raise ValueError(f"pred_disp {tuple(pred_disp.shape)} and gt_depth {tuple(gt_depth.shape)}: expected (B, H, W) "
                          f"or (H, W) each (squeeze a channel axis of size 1 first)")
@@ -65,36 +87,25 @@ def per_image_depth_metrics(
         raise ValueError(f"pred_disp {tuple(pred_disp.shape)} and gt_depth {tuple(gt_depth.shape)} must have one shape")
     if mask is not None and mask.shape != gt_depth.shape:
         raise ValueError(f"mask {tuple(mask.shape)} must have the shape of gt_depth {tuple(gt_depth.shape)}")
-    # float64: the metrics are sums of many small terms, and evaluation is not the hot path
-    pred = pred_disp.detach().to(torch.float64)
-    gt = gt_depth.detach().to(torch.float64)
-    valid = valid_depth_mask(gt, mask) & torch.isfinite(pred)
-    if min_depth is not None:
-        valid &= gt >= min_depth
-    if max_depth is not None:
-        valid &= gt <= max_depth
-    n = valid.sum(dim=(1, 2))
-    scored = n >= 2
-    if region is not None:
-        if region.shape != gt.shape:
-            raise ValueError(f"region {tuple(region.shape)} must have the shape of gt_depth {tuple(gt.shape)}")
-        in_region = valid & region.to(device=gt.device, dtype=torch.bool)
-        scored = scored & (in_region.sum(dim=(1, 2)) >= 1)
-    lo, hi = masked_min_max(gt, valid)  # the image's own depth range, the default clamp
-    dmax = hi[:, 0, 0] if max_depth is None else torch.full_like(n, max_depth, dtype=gt.dtype)
-    dmin = lo[:, 0, 0] if min_depth is None else torch.full_like(n, min_depth, dtype=gt.dtype)
+    return pred_disp, gt_depth, mask
+
+
+def _aligned_clamped_depth(pred: Tensor, gt: Tensor, valid: Tensor, scored: Tensor, min_depth, max_depth) -> Tensor:
+    """Depth 1 / d of the prediction aligned to GT disparity (`align_disparity`), d clamped to [1/max_depth,
+    1/min_depth] (defaults: each image's own valid GT depth range)."""
+    lo, hi = masked_min_max(gt, valid)
+    dmax = hi[:, 0, 0] if max_depth is None else torch.full_like(lo[:, 0, 0], max_depth)
+    dmin = lo[:, 0, 0] if min_depth is None else torch.full_like(lo[:, 0, 0], min_depth)
     dmax = torch.where(scored, dmax, torch.ones_like(dmax))
     dmin = torch.where(scored, dmin, torch.ones_like(dmin))
-
     aligned = align_disparity(torch.where(valid, pred, torch.zeros_like(pred)), gt, valid)
     aligned = torch.maximum(torch.minimum(aligned, (1.0 / dmin)[:, None, None]), (1.0 / dmax)[:, None, None])
-    p = 1.0 / aligned
-    t = torch.where(valid, gt, torch.ones_like(gt))
-    if region is not None:  # metrics over the region only
-        valid = in_region
-        n = valid.sum(dim=(1, 2))
-    nf = n.clamp_min(1).to(gt.dtype)
+    return 1.0 / aligned
 
+
+def _metric_values(p: Tensor, t: Tensor, valid: Tensor) -> dict[str, Tensor]:
+    """The METRIC_KEYS of predicted depth p against GT depth t over each image's `valid` pixels, (B,) each."""
+    nf = valid.sum(dim=(1, 2)).clamp_min(1).to(t.dtype)
     g = torch.log(t) - torch.log(p)
     ratio = torch.maximum(t / p, p / t)
     out = {
@@ -106,8 +117,8 @@ def per_image_depth_metrics(
         "silog": (_masked_mean(g**2, valid, nf) - 0.5 * _masked_mean(g, valid, nf) ** 2).clamp_min(0).sqrt(),
     }
     for k in (1, 2, 3):
-        out[f"delta{k}"] = _masked_mean((ratio < 1.25**k).to(gt.dtype), valid, nf)
-    return out, scored
+        out[f"delta{k}"] = _masked_mean((ratio < 1.25**k).to(t.dtype), valid, nf)
+    return out
 
 
 def eval_depth(

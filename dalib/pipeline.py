@@ -36,7 +36,9 @@ import sys
 import time
 from pathlib import Path
 
+import papermill
 import yaml
+from papermill.exceptions import PapermillExecutionError
 
 from dalib.runfiles import (REPO_ROOT, atomic_write_bytes, atomic_write_json, environment_info, load_metrics,
                             read_yaml, run_dir_path)
@@ -44,7 +46,7 @@ from dalib.seeds import seed_dir, write_aggregate
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 CONFIG_DIR = REPO_ROOT / "configs"
-STATE_FILE = "pipeline_state.json"
+PIPELINE_STATE_FILE = "pipeline_state.json"
 
 
 class PipelineError(RuntimeError):
@@ -101,7 +103,6 @@ def load_profile(profile: str, config_dir: Path = CONFIG_DIR, _chain: tuple = ()
 
 def declared_parameters(nb_path: Path) -> dict:
     """Names and default values (as source text) of the notebook's `parameters` cell."""
-    import papermill
 
     try:
         return papermill.inspect_notebook(str(nb_path))
@@ -173,9 +174,6 @@ def _hash(obj) -> str:
 
 # ----------------------------------------------------------------------------- execution
 def _execute(nb_path: Path, out_path: Path, params: dict, run_dir: Path) -> None:
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     env_backup = {k: os.environ.get(k) for k in ("DALIB_RUN_DIR", "DALIB_HEADLESS", "MPLBACKEND")}
     os.environ.update(DALIB_RUN_DIR=str(run_dir), DALIB_HEADLESS="1", MPLBACKEND="module://matplotlib_inline.backend_inline")
     try:
@@ -218,6 +216,34 @@ def run_pipeline(
     overrides = dict(overrides or {})
     cfg = load_profile(profile, config_dir)
     run_dir = run_dir_path(run_dir)
+    notebooks, resolved = _resolve_run(cfg, run_dir, overrides, only, notebook_dir)
+    (run_dir / "notebooks").mkdir(exist_ok=True)
+    env = environment_info()
+    atomic_write_json(
+        run_dir / "params.json",
+        {"profile": profile, "argv": sys.argv, "overrides": overrides, "notebooks": resolved, "environment": env},
+    )
+    t_start = time.perf_counter()
+    timings, failure = _execute_in_order(notebooks, resolved, profile, run_dir, restart, log)
+    metrics = load_metrics(run_dir)
+    metrics["pipeline"] = {
+        "profile": profile,
+        "status": "failed" if failure else "ok",
+        "failure": failure,
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+        "total_seconds": round(time.perf_counter() - t_start, 2),
+        "finished": _now(),
+    }
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    write_run_report(run_dir, metrics, env)
+    if failure:
+        raise PipelineError(failure)
+    return metrics
+
+
+def _resolve_run(cfg: dict, run_dir: Path, overrides: dict, only, notebook_dir: Path) -> tuple[list[Path], dict]:
+    """The notebooks to run (all, or those named by `only`) and each one's parameters resolved from the profile
+    `cfg` and the overrides; a -p name that no notebook declares is a PipelineError."""
     notebooks = list_notebooks(notebook_dir)
     if only:
         notebooks = [p for p in notebooks if any(p.stem.startswith(o) or p.name == o for o in only)]
@@ -225,24 +251,22 @@ def run_pipeline(
         raise PipelineError(f"no notebooks to run in {notebook_dir} (selection: {only})")
     declared = {p.stem: declared_parameters(p) for p in notebooks}
     resolved = {p.stem: resolve_parameters(p, cfg, overrides, run_dir, declared[p.stem]) for p in notebooks}
-    declared_anywhere = set().union(*declared.values())
-    stray = sorted(set(overrides) - declared_anywhere)
+    stray = sorted(set(overrides) - set().union(*declared.values()))
     if stray:
         raise PipelineError(f"-p {stray}: no notebook declares such a parameter")
+    return notebooks, resolved
 
-    (run_dir / "notebooks").mkdir(exist_ok=True)
-    env = environment_info()
-    atomic_write_json(
-        run_dir / "params.json",
-        {"profile": profile, "argv": sys.argv, "overrides": overrides, "notebooks": resolved, "environment": env},
-    )
-    state_path = run_dir / STATE_FILE
+
+def _execute_in_order(notebooks: list[Path], resolved: dict, profile: str, run_dir: Path, restart: bool,
+                      log) -> tuple[dict[str, float], str | None]:
+    """Run the notebooks in order, skipping the leading ones already complete with the same parameters and source
+    (unless `restart`); stops at the first failure. Returns (seconds per notebook, the failure or None)."""
+    state_path = run_dir / PIPELINE_STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.is_file() and not restart else {}
     done = state.get("completed", {}) if state.get("profile") == profile else {}
     state = {"profile": profile, "completed": {}}
     timings: dict[str, float] = {}
-    status, failure, resuming = "ok", None, True
-    t_start = time.perf_counter()
+    failure, resuming = None, True
     for nb in notebooks:
         params = resolved[nb.stem]
         key = _hash({"params": params, "source": hashlib.sha256(nb.read_bytes()).hexdigest()})
@@ -259,7 +283,7 @@ def run_pipeline(
         try:
             _execute(nb, out_path, params, run_dir)
         except PipelineError as e:
-            status, failure = "failed", str(e)
+            failure = str(e)
             timings[nb.stem] = time.perf_counter() - t0
             break
         timings[nb.stem] = round(time.perf_counter() - t0, 2)
@@ -267,20 +291,7 @@ def run_pipeline(
         atomic_write_json(state_path, state)
         log(f"pipeline: {nb.name} done in {timings[nb.stem]:.1f} s")
     atomic_write_json(state_path, state)
-    metrics = load_metrics(run_dir)
-    metrics["pipeline"] = {
-        "profile": profile,
-        "status": status,
-        "failure": failure,
-        "seconds": {k: round(v, 2) for k, v in timings.items()},
-        "total_seconds": round(time.perf_counter() - t_start, 2),
-        "finished": _now(),
-    }
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    write_report(run_dir, metrics, env)
-    if failure:
-        raise PipelineError(failure)
-    return metrics
+    return timings, failure
 
 
 def run_seeds(
@@ -338,7 +349,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def write_report(run_dir: Path, metrics: dict, env: dict | None = None) -> Path:
+def write_run_report(run_dir: Path, metrics: dict, env: dict | None = None) -> Path:
     """DIR/report.md: run summary, one table per recorded section, report snippets, figures."""
     env = env or environment_info()
     p = metrics.get("pipeline", {})
