@@ -7,9 +7,12 @@ gradient, whatever the masked-out pixels hold. A NaN or inf target pixel counts 
     ssi_loss                scale-and-shift-invariant loss (V1 Eq. 1-3; MiDaS least-squares variant)
     gradient_matching_loss  multi-scale gradient matching on the aligned residual (MiDaS)
     depth_loss              ssi + 2 * gradient matching (V2), sharing one alignment
+    cutmix_regions          a CutMix image as its two regions, each against its own label (V1)
     feature_alignment_loss  1 - cosine to a frozen encoder, with a tolerance margin (V1 Sec. 3.3)
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -289,6 +292,48 @@ def depth_loss(
     ssi = _ssi_from_residual(R, mask, align, trim, reduction, weights)
     gm = _gm_from_residual(R, mask, scales, reduction, weights) if gm_weight else R.new_zeros(())
     return {"ssi": ssi, "gm": gm, "total": ssi + gm_weight * gm}
+
+
+def cutmix_regions(pred: Tensor, target: Tensor, mask: Tensor, mixed: Sequence[tuple], shares: Sequence[int]):
+    """Each CutMix image as its two regions, for `depth_loss` with per-entry weights (V1 Sec. 3.2). Notebook 06.
+
+    pred, target, mask: (b, H, W); mixed: [(i, p, top, left, h, w)]: image i received the box (top, left, h, w)
+    of image p; shares: images of each source, in batch order. A mixed image's loss is
+        L_i = (1 - a) L(pred_i, target_i on mask_i outside the box) + a L(pred_i, target_p on mask_p inside the box),
+    a = box area / image area: each region is aligned on its own, since the two labels have unrelated scale and
+    shift. Returns (pred, target, mask, weights, shares) with one entry more per mixed image, placed after its
+    source's entries so that sources stay contiguous; weights (entries,) float32, None when nothing is mixed.
+    """
+    shares = list(shares)
+    if not mixed:
+        return pred, target, mask, None, shares
+    n, H, W = pred.shape
+    weight = torch.ones(n, device=pred.device, dtype=torch.float32)
+    ends = [sum(shares[:k + 1]) for k in range(len(shares))]
+    in_box = torch.zeros(n, H, W, dtype=torch.bool, device=pred.device)
+    extra: list[list] = [[] for _ in shares]
+    for i, p, top, left, h, w in mixed:
+        in_box[i, top:top + h, left:left + w] = True
+        a = h * w / (H * W)
+        weight[i] = 1.0 - a
+        extra[next(k for k, e in enumerate(ends) if i < e)].append((i, p, a))
+    outside = mask & ~in_box  # entry i keeps the region outside its box
+    order, rows, masks, weights, new_shares = [], [], [], [], []
+    start = 0
+    for k, e in enumerate(ends):
+        order += list(range(start, e))
+        rows += list(range(start, e))
+        masks.append(outside[start:e])
+        weights.append(weight[start:e])
+        for i, p, a in extra[k]:
+            order.append(i)
+            rows.append(p)
+            masks.append(mask[p:p + 1] & in_box[i:i + 1])  # the partner's labelled pixels inside i's box
+            weights.append(torch.full((1,), a, device=pred.device))
+        new_shares.append(e - start + len(extra[k]))
+        start = e
+    order_t, rows_t = torch.tensor(order, device=pred.device), torch.tensor(rows, device=pred.device)
+    return pred[order_t], target[rows_t], torch.cat(masks), torch.cat(weights), new_shares
 
 
 def feature_alignment_loss(student_feats: Tensor, frozen_feats: Tensor, *, margin: float = 0.15) -> Tensor:

@@ -1,16 +1,18 @@
 """The student recipe of Depth Anything as hooks of the one training loop (notebook 06_student_training).
 
-    from dalib.student import StudentHooks
-    hooks = StudentHooks(perturbed=[1], frozen=teacher, feat_weight=1.0, cutmix_p=0.5)
+    from dalib.student import PerturbConfig, StudentHooks
+        from dalib.train.loop import train
+    hooks = StudentHooks(perturbed=[1], frozen=teacher, feat_weight=1.0, perturb=PerturbConfig(cutmix_p=0.5))
     train(TrainConfig(datasets=[labelled, pool], ratios=[1, 2], targets=["depth", "disparity"]), hooks)
 
 What the hooks add to a `dalib.train` step (V1 arXiv 2401.10891 Sec. 3.2-3.3; V2 arXiv 2406.09414):
     perturb   the images of the `perturbed` sources (the pseudo-labelled ones; the teacher labelled them
               clean) get colour jitter and Gaussian blur (torchvision transforms v2), per image
     CutMix    with probability `cutmix_p` a pseudo-labelled image receives a box cut from another
-              pseudo-labelled image of the batch; its loss is split into the two regions, each against
-              its own image's pseudo-label and aligned on its own (the two labels have unrelated scale
-              and shift), weighted by area:  L = (1 - a) L(outside box) + a L(inside box),  a = |box| / HW
+              pseudo-labelled image of the batch; the loss scores the two regions, each against its own
+              image's pseudo-label and aligned on its own (the two labels have unrelated scale and shift),
+              weighted by area:  L = (1 - a) L(outside box) + a L(inside box),  a = |box| / HW
+              (`dalib.losses.cutmix_regions`, called by the loop's `batch_loss` for batch["cutmix"])
     feature   L_feat = 1 - mean cos(student tokens, frozen tokens), tokens with 1 - cos < margin ignored
               (`dalib.losses.feature_alignment_loss`); the frozen encoder is DINOv2 in the papers, here any
               DepthAnything whose encoder is used as is (the teacher's when no DINOv2 weights exist)
@@ -34,9 +36,15 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
+from dalib.distributed import dist_env
 from dalib.losses import feature_alignment_loss
-from dalib.train import TrainConfig, TrainHooks, compute_loss
+from dalib.model import DepthAnything
+from dalib.train.cli import command_error, train_and_report
+from dalib.train.config import TrainConfig, config_from_mapping, per_batch, read_config_file
+from dalib.train.plan import build_plan
+from dalib.train.step import TrainHooks, use_autocast
 from dalib.transforms import denormalize_image, imagenet_stats, sample_seed
+from dalib.weights import build_model
 
 
 @dataclass
@@ -131,55 +139,8 @@ def apply_cutmix(batch: dict, start: int, count: int, boxes: Sequence) -> dict:
     return out
 
 
-def cutmix_loss_inputs(pred: Tensor, batch: dict, mask: Tensor, shares: Sequence[int]):
-    """Split each CutMix image into its two regions: returns (pred, batch, mask, shares) with one extra
-    entry per mixed image, placed right after its source's entries so sources stay contiguous.
-
-    Entry of image i outside its box: pred_i vs target_i, mask_i & ~box, weight 1 - a;
-    extra entry inside the box: pred_i vs target_p (the partner's pseudo-label), mask_p & box, weight a.
-    a = box area / image area. Unmixed images keep weight 1.
-    """
-    mixed = batch.get("cutmix") or []
-    if not mixed:
-        return pred, batch, mask, list(shares)
-    n, H, W = pred.shape
-    weight = torch.ones(n, device=pred.device, dtype=torch.float32)
-    ends = [sum(shares[:k + 1]) for k in range(len(shares))]
-    in_box = torch.zeros(n, H, W, dtype=torch.bool, device=pred.device)
-    extra: list[list] = [[] for _ in shares]
-    for i, p, top, left, h, w in mixed:
-        in_box[i, top:top + h, left:left + w] = True
-        a = h * w / (H * W)
-        weight[i] = 1.0 - a
-        src = next(k for k, e in enumerate(ends) if i < e)
-        extra[src].append((i, p, a))
-    outside = mask & ~in_box  # entry i keeps the region outside its box
-    order, tgt_rows, masks, weights = [], [], [], []
-    start = 0
-    new_shares = []
-    for k, e in enumerate(ends):
-        idx = list(range(start, e))
-        order += idx
-        tgt_rows += idx
-        masks.append(outside[start:e])
-        weights.append(weight[start:e])
-        for i, p, a in extra[k]:
-            order.append(i)
-            tgt_rows.append(p)
-            masks.append(mask[p:p + 1] & in_box[i:i + 1])  # the partner's labelled pixels inside i's box
-            weights.append(torch.full((1,), a, device=pred.device))
-        new_shares.append(len(idx) + len(extra[k]))
-        start = e
-    order_t = torch.tensor(order, device=pred.device)
-    rows_t = torch.tensor(tgt_rows, device=pred.device)
-    out = dict(batch)
-    out["target"] = batch["target"][rows_t]
-    out["weight"] = torch.cat(weights)
-    return pred[order_t], out, torch.cat(masks), new_shares
-
-
 class StudentHooks(TrainHooks):
-    """Student training (V1/V2) on top of `dalib.train.train`; see the module docstring.
+    """Student training (V1/V2) on top of `dalib.train.loop.train`; see the module docstring.
 
     perturbed: indices of TrainConfig.datasets that are pseudo-labelled (perturbed, CutMix-ed).
     frozen: a DepthAnything whose encoder gives the frozen features (None: no feature alignment).
@@ -197,7 +158,7 @@ class StudentHooks(TrainHooks):
         self.feat_weight = float(feat_weight) if frozen is not None else 0.0
         self.margin = float(margin)
         self.perturb = perturb or PerturbConfig()
-        self.seed, self.rank, self.shares = 0, 0, None
+        self.seed, self.rank, self.shares, self.amp = 0, 0, None, False
 
     def to_spec(self) -> dict:
         """JSON-able description from which `from_spec` rebuilds these hooks (for torchrun launches)."""
@@ -219,26 +180,25 @@ class StudentHooks(TrainHooks):
     def bind(self, cfg: TrainConfig, rank: int = 0, world: int = 1) -> None:
         """The run's seed and this rank's batch layout (images per source), from which the perturbations
         of each step are drawn; `setup` calls it, `preview_batch` too."""
-        from dalib.train import per_batch
-
         self.seed, self.rank = cfg.seed, rank
         self.shares = [k // world for k in per_batch(cfg, world)]
         if any(i >= len(self.shares) for i in self.perturbed):
             raise ValueError(f"StudentHooks.perturbed={self.perturbed}, but TrainConfig has {len(self.shares)} datasets")
 
-    def setup(self, model: nn.Module, cfg: TrainConfig, device: torch.device) -> None:
-        from dalib.distributed import dist_env
+    @property
+    def wants_tokens(self) -> bool:
+        return self.feat_weight > 0
 
+    def setup(self, model: nn.Module, cfg: TrainConfig, device: torch.device) -> None:
         rank, world, _ = dist_env()
         self.bind(cfg, rank, world)
+        self.amp = use_autocast(cfg, device)  # the frozen encoder runs in the student's arithmetic
         if self.frozen_source is not None and self.frozen is None:
-            from dalib.model import DepthAnything
-
             src = Path(self.frozen_source)
             if src.is_dir():
                 self.frozen = DepthAnything.from_pretrained(src, map_location="cpu")
             elif src.is_file():
-                self.frozen = DepthAnything(cfg.encoder, cfg.version, pretrained_encoder=str(src))
+                self.frozen = build_model(cfg.encoder, cfg.version, pretrained_encoder=str(src))
             else:
                 raise FileNotFoundError(f"StudentHooks frozen encoder {src}: neither a checkpoint folder nor a weights file")
         if self.frozen is not None:
@@ -247,7 +207,8 @@ class StudentHooks(TrainHooks):
                 raise ValueError(f"frozen encoder has {self.frozen.cfg.embed_dim} channels, the student "
                                  f"{model.cfg.embed_dim}; feature alignment needs equal widths")
 
-    def transform_batch(self, batch: dict, step: int) -> dict:
+    def perturb_batch(self, batch: dict, step: int) -> dict:
+        """Colour jitter + blur on the `perturbed` sources' images, then CutMix boxes among each one's images."""
         H, W = batch["image"].shape[-2:]
         g = torch.Generator().manual_seed(sample_seed(self.seed, 6, step, self.rank))
         starts = [sum(self.shares[:k]) for k in range(len(self.shares))]
@@ -264,23 +225,15 @@ class StudentHooks(TrainHooks):
                 batch = apply_cutmix(batch, starts[k], self.shares[k], boxes)
         return batch
 
-    def forward(self, model: nn.Module, batch: dict) -> dict:
-        if self.feat_weight <= 0:
-            return {"pred": model(batch["image"])}
-        pred, tokens = model(batch["image"], return_features=True)
-        with torch.no_grad():
-            frozen = self.frozen.encode_patch_tokens(batch["image"])
-        return {"pred": pred, "tokens": tokens, "frozen_tokens": frozen}
-
-    def depth_loss(self, pred, batch, mask, sources, cfg, shares):
-        p, b, m, s = cutmix_loss_inputs(pred, batch, mask, shares)
-        return compute_loss(p, b, m, sources, cfg, s)
-
-    def extra_losses(self, model: nn.Module, batch: dict, outputs: dict, step: int) -> dict[str, Tensor]:
+    def extra_losses(self, batch: dict, tokens: Tensor | None, step: int) -> dict[str, Tensor]:
+        """{"feat": feat_weight * L_feat}: the student's final patch tokens against the frozen encoder's on the
+        same (perturbed) images."""
         if self.feat_weight <= 0:
             return {}
-        loss = feature_alignment_loss(outputs["tokens"].float(), outputs["frozen_tokens"].float(), margin=self.margin)
-        return {"feat": self.feat_weight * loss}
+        image = batch["image"]
+        with torch.no_grad(), torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            frozen = self.frozen.encode_patch_tokens(image)
+        return {"feat": self.feat_weight * feature_alignment_loss(tokens.float(), frozen.float(), margin=self.margin)}
 
 
 def photometric_hooks(n_sources: int, perturb: PerturbConfig | None = None) -> StudentHooks:
@@ -294,18 +247,14 @@ def photometric_hooks(n_sources: int, perturb: PerturbConfig | None = None) -> S
 def preview_batch(cfg: TrainConfig, hooks: StudentHooks, step: int = 0) -> tuple[dict, dict]:
     """(clean batch, the batch the student trains on) of step `step` of a run, on the CPU, without
     training: the same data plan and the same seeded perturbations / CutMix as `train(cfg, hooks)`."""
-    from dalib.train import build_plan
-
     clean = build_plan(cfg)[step]
     hooks.bind(cfg)
-    return clean, hooks.transform_batch(dict(clean), step)
+    return clean, hooks.perturb_batch(dict(clean), step)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m dalib.student --config run.yaml`: TrainConfig fields plus a `student` mapping (the
-    `StudentHooks.to_spec()` fields); under torchrun every rank runs it (what `dalib.train.launch` starts)."""
-    from dalib.train import command_error, config_from_mapping, read_config_file, train_and_report
-
+    `StudentHooks.to_spec()` fields); under torchrun every rank runs it (what `dalib.train.loop.launch` starts)."""
     ap = argparse.ArgumentParser(prog="python -m dalib.student", description=main.__doc__.split("\n")[0])
     ap.add_argument("--config", required=True, help="YAML/JSON: TrainConfig fields + `student:` (StudentHooks spec)")
     args = ap.parse_args(argv)

@@ -5,18 +5,19 @@ import shutil
 import pytest
 import torch
 
-from dalib.losses import depth_loss
+from dalib.losses import cutmix_regions, depth_loss
 from dalib.model import DepthAnything
 from dalib.student import (
     PerturbConfig,
     StudentHooks,
     apply_cutmix,
     cutmix_boxes,
-    cutmix_loss_inputs,
     perturb_images,
     preview_batch,
 )
-from dalib.train import TrainConfig, compute_loss, train
+from dalib.train.config import TrainConfig
+from dalib.train.loop import train
+from dalib.train.step import batch_loss
 from test_train import final_weights, log_of, make_scenes, tiny
 
 
@@ -78,21 +79,21 @@ def test_cutmix_loss_is_area_weighted_with_each_region_aligned_on_its_own():
     comp = t[0].clone()
     comp[top:top + h, left:left + w] = 5.0 * t[1, top:top + h, left:left + w] + 3.0  # partner, other scale/shift
     pred = torch.stack([comp, 2.0 * t[1] - 0.1])
-    batch = {"target": t, "mask": mask, "cutmix": [(0, 1, top, left, h, w)]}
+    mixed = [(0, 1, top, left, h, w)]
+    batch = {"target": t, "mask": mask, "cutmix": mixed}
     cfg = TrainConfig(align="lstsq", gm_weight=2.0)
     src = cfg.sources()
-    p, b, m, shares = cutmix_loss_inputs(pred, batch, mask, [2])
-    assert shares == [3] and p.shape[0] == 3
+    p, tg, m, weights, shares = cutmix_regions(pred, t, mask, mixed, [2])
+    assert shares == [3] and p.shape[0] == 3 and torch.equal(tg[2], t[1])
     a = h * w / (H * W)
-    assert torch.allclose(b["weight"], torch.tensor([1 - a, 1.0, a]))
-    split = compute_loss(p, b, m, src, cfg, shares)["total"]
-    whole = compute_loss(pred, {"target": t, "mask": mask}, mask, src, cfg, [2])["total"]
+    assert torch.allclose(weights, torch.tensor([1 - a, 1.0, a]))
+    split = batch_loss(pred, batch, src, [2], cfg=cfg, gm_weight=2.0)["total"]
+    whole = batch_loss(pred, {"target": t, "mask": mask}, src, [2], cfg=cfg, gm_weight=2.0)["total"]
     assert split.item() < 1e-5 and whole.item() > 1e-2
 
     # general case: equals the hand-written area-weighted mean of the per-region losses
     pred = torch.rand(2, H, W)
-    p, b, m, shares = cutmix_loss_inputs(pred, batch, mask, [2])
-    got = compute_loss(p, b, m, src, cfg, shares)["total"]
+    got = batch_loss(pred, batch, src, [2], cfg=cfg, gm_weight=2.0)["total"]
     box = torch.zeros(H, W, dtype=torch.bool)
     box[top:top + h, left:left + w] = True
 
@@ -157,7 +158,7 @@ def test_preview_batch_matches_what_training_sees(tmp_path):
 def test_launch_runs_the_student_under_torchrun(tmp_path, monkeypatch):
     """nproc=2: the run is written to launch.yaml, in-memory datasets saved, the hooks rebuilt from their
     spec in two gloo processes; the result matches what train() returns."""
-    from dalib.train import launch
+    from dalib.train.loop import launch
 
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(k, raising=False)

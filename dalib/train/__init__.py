@@ -3,7 +3,8 @@
     python -m dalib.train --config configs/train.yaml                       # a YAML of TrainConfig fields
     python -m dalib.train --datasets synth-indoor --crop 112 --steps 200 --out-dir runs/t
     torchrun --nproc_per_node 2 -m dalib.train --datasets synth-indoor ...  # DDP (NCCL on GPUs, gloo on CPU)
-    >>> from dalib.train import TrainConfig, train
+    >>> from dalib.train.config import TrainConfig
+    >>> from dalib.train.loop import train
     >>> result = train(TrainConfig(datasets=[my_hf_dataset], crop=70, steps=6))
 
 What one step does (the V2 recipe, arXiv 2406.09414, and the official fine-tuning code):
@@ -30,25 +31,8 @@ reduction="image" both terms are means over images (SSI: of each image's mean re
 matching: of each image's sum over scales of S_k / C_k), so the average of the ranks' losses (what DDP's
 gradient averaging computes) equals the single-process loss of the global batch, holes and sky included.
 
-Modules: `config` (TrainConfig, per_batch), `plan` (the data of each step), `step` (hooks, model, optimiser,
-loss, one step), `checkpoints` (checkpoints, RNG states, the log), `loop` (train, launch), `diagnostics`
-(lr range test, overfit check), `cli` (the command line). Everything public is importable from `dalib.train`.
+Modules (import each name from its module): `config` (TrainConfig, per_batch, chapter_config), `plan` (the data
+of each step), `step` (TrainHooks, TrainState, the batch loss, one step), `checkpoints` (checkpoints, RNG states,
+the log, training_summary), `loop` (train, launch), `diagnostics` (lr range test, overfit check), `cli` (the
+command line).
 """
-from dalib.train.checkpoints import (LATEST_FILE, LOG_FILE, STATE_FILE, STATE_FORMAT, latest_checkpoint,
-                                     load_train_state, read_log, save_checkpoint, training_seconds)
-from dalib.train.cli import command_error, config_from_args, field_comments, main, train_and_report
-from dalib.train.config import TrainConfig, config_from_mapping, describe_source, per_batch, read_config_file
-from dalib.train.diagnostics import lr_range_test, overfit_batch
-from dalib.train.loop import CONFIG_FILE, RESULT_FILE, launch, train
-from dalib.train.plan import BatchPlan, build_plan, open_training_dataset
-from dalib.train.step import (TrainHooks, build_model, build_optimizer, compute_loss, freeze_unused, gm_weight_at,
-                              lr_factor, train_device, train_step, use_autocast)
-
-__all__ = [
-    "BatchPlan", "CONFIG_FILE", "LATEST_FILE", "LOG_FILE", "RESULT_FILE", "STATE_FILE", "STATE_FORMAT", "TrainConfig",
-    "TrainHooks", "build_model", "build_optimizer", "build_plan", "command_error", "compute_loss", "config_from_args",
-    "config_from_mapping", "describe_source", "field_comments", "freeze_unused", "gm_weight_at", "latest_checkpoint",
-    "launch", "load_train_state", "lr_factor", "lr_range_test", "main", "open_training_dataset", "overfit_batch",
-    "per_batch", "read_config_file", "read_log", "save_checkpoint", "train", "train_device", "train_step",
-    "train_and_report", "training_seconds", "use_autocast",
-]

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from dalib.runfiles import atomic_write_bytes, atomic_write_json, read_json_object
+from dalib.runfiles import atomic_write_bytes, atomic_write_json, read_json_object, run_relative
 from dalib.train.config import TrainConfig
 from dalib.weights import torch_load_tensors
 
-STATE_FILE = "train_state.pt"
+TRAIN_STATE_FILE = "train_state.pt"
 LATEST_FILE = "latest.json"
 LOG_FILE = "train_log.jsonl"
 STATE_FORMAT = 1
@@ -69,7 +69,7 @@ def save_checkpoint(out_dir: str | os.PathLike, step: int, model: nn.Module, opt
              "scheduler": scheduler.state_dict(), "rng": _rng_state(), "data": {"step": step}}
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write_bytes(tmp / STATE_FILE, buf.getvalue())
+    atomic_write_bytes(tmp / TRAIN_STATE_FILE, buf.getvalue())
     _fsync_dir_files(tmp)
     if final.exists():  # a re-run that reached the same step again
         shutil.rmtree(final)
@@ -94,15 +94,15 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
         raise ValueError(f"{ptr}: 'dir' is {info.get('dir')!r}, expected a checkpoint folder name such as "
                          f"'step-00000100'; fix it, {START_OVER}")
     d = root / info["dir"]
-    if not (d / STATE_FILE).is_file():
-        raise FileNotFoundError(f"{ptr} points to {d}, which has no {STATE_FILE}")
+    if not (d / TRAIN_STATE_FILE).is_file():
+        raise FileNotFoundError(f"{ptr} points to {d}, which has no {TRAIN_STATE_FILE}")
     return d
 
 
 def load_train_state(ckpt: str | os.PathLike) -> dict:
     """train_state.pt of a checkpoint folder, loaded with weights_only=True on the CPU; a damaged one is a
     ValueError naming it and what to do."""
-    path = Path(ckpt) / STATE_FILE
+    path = Path(ckpt) / TRAIN_STATE_FILE
     advice = (f"delete the checkpoint folder {ckpt} and point {LATEST_FILE} at an earlier one to resume from it, "
               f"{START_OVER}")
     state = torch_load_tensors(path, "training state", advice)
@@ -158,3 +158,23 @@ def truncate_log(path: Path, step: int) -> None:
         return
     keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
     atomic_write_bytes(path, "".join(ln + "\n" for ln in keep).encode())
+
+
+def training_summary(run_dir, cfg, result: dict) -> dict:
+    """What a chapter records about one training run of `dalib.train` (notebooks 04 and 06): the final
+    checkpoint (relative to the run folder), training time read from the run's own log (so a loaded run
+    reports how long it took to train), steps, batch size, images seen, training images per source and the
+    last logged loss terms (None where the run logged none).
+    """
+    log = read_log(cfg.out_dir)
+    last = log[-1] if log else {}
+    return {
+        "checkpoint_rel": run_relative(run_dir, result["checkpoint"]),
+        "train_seconds": training_seconds(log),
+        "steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "images_seen": cfg.steps * cfg.batch_size,
+        "train_images": [None if isinstance(d, str) else len(d) for d in cfg.datasets],  # names: unknown
+        "final_loss": last.get("total"),
+        "final_feat": last.get("feat"),
+    }

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import re
 import sys
 from typing import Sequence
 
@@ -46,8 +48,6 @@ def _field_parser(f: dataclasses.Field):
 
 def field_comments() -> dict[str, str]:
     """{field: its comment} read from the TrainConfig source (the help text of the command line)."""
-    import inspect
-    import re
 
     out = {}
     for line in inspect.getsource(TrainConfig).splitlines():

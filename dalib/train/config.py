@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from dalib.images import PATCH
+from dalib.model import CONFIGS
 from dalib.runfiles import read_yaml
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # parameters and learning rates live in float32
@@ -35,7 +37,7 @@ class TrainConfig:
     splits: list = field(default_factory=lambda: ["train"])  # split per dataset (names only)
     ratios: list = field(default_factory=lambda: [1])  # images per batch in proportion, e.g. [1, 2] = labelled:unlabelled 1:2
     targets: list = field(default_factory=lambda: ["auto"])  # "depth" (metric, -> 1/depth), "disparity" (relative, pseudo-labels), "auto"
-    data_root: str | None = None  # root for dalib.data.load (None: $DALIB_DATA or <repo>/data)
+    data_root: str | None = None  # root for dalib.data.serve.load (None: $DALIB_DATA or <repo>/data)
     data_n: int | None = None  # use only the first n rows of each named dataset (None: all)
     crop: int = 518  # training crop side in pixels, a multiple of 14 (official: 518)
     scale: tuple = (1.0, 1.0)  # shorter side before cropping, relative to crop (1, 1) = official resize
@@ -94,7 +96,6 @@ class TrainConfig:
 
     def validate(self, world_size: int = 1) -> None:
         """Raise ValueError naming the field for settings the loop cannot run with."""
-        from dalib.model import CONFIGS, PATCH
 
         if self.encoder not in CONFIGS:
             raise ValueError(f"TrainConfig.encoder={self.encoder!r}; expected one of {sorted(CONFIGS)}")
@@ -208,4 +209,19 @@ def config_from_mapping(values: dict, where: str) -> TrainConfig:
     for name in ("datasets", "splits", "ratios", "targets", "trims", "loss_weights"):
         if name in values and not isinstance(values[name], (list, tuple)):
             values[name] = [values[name]]
+    return TrainConfig(**values)
+
+
+# the parameters of a training chapter (notebooks 04 and 06) that are TrainConfig fields of the same name
+CHAPTER_FIELDS = ("encoder", "grad_checkpointing", "crop", "batch_size", "steps", "lr_encoder", "decoder_lr_mult",
+                  "warmup_steps", "gm_ramp_steps", "align", "seed", "num_workers", "log_every", "checkpoint_every")
+
+
+def chapter_config(parameters: dict, **fields) -> TrainConfig:
+    """The TrainConfig of a chapter's training run (notebooks 04 and 06): from the chapter's `parameters` cell the
+    values of CHAPTER_FIELDS and `num_threads` (as `threads`), no progress bar, resume on; then `fields` (datasets,
+    out_dir, the resolved pretrained_encoder, per-source settings). Both chapters build every model this way."""
+    values = {name: parameters[name] for name in CHAPTER_FIELDS if name in parameters}
+    values.update(threads=parameters.get("num_threads", 0), progress=False, resume=True)
+    values.update(fields)
     return TrainConfig(**values)

@@ -7,31 +7,26 @@ import math
 
 import torch
 
-from dalib.train.config import TrainConfig, per_batch
+from dalib.train.config import TrainConfig
 from dalib.train.plan import build_plan
-from dalib.train.step import TrainHooks, build_model, build_optimizer, train_device, train_step, use_autocast
+from dalib.train.step import TrainHooks, build_state, train_device, train_step
 
 
 class _Diagnostic:
     """What a short diagnostic run needs, built as `train` builds it (one process, nothing written): the
-    config with `changes`, device, data plan, model, AdamW and its schedule, and `step(batch, s)`."""
+    config with `changes`, device, data plan, the `TrainState`, and `step(batch, s)`."""
 
     def __init__(self, cfg: TrainConfig, hooks: TrainHooks | None, device: str | None, **changes):
-        self.hooks = hooks or TrainHooks()
+        hooks = hooks or TrainHooks()
         self.cfg = dataclasses.replace(cfg, device=device or cfg.device, **changes)
         self.cfg.validate()
         self.device = train_device(self.cfg, 0)
         self.plan = build_plan(self.cfg)
-        self.model, _ = build_model(self.cfg, self.device)
-        self.optimizer, self.scheduler = build_optimizer(self.model, self.cfg)
-        self.hooks.setup(self.model, self.cfg, self.device)
-        self.amp = use_autocast(self.cfg, self.device)
+        self.state = build_state(self.cfg, hooks, self.device)
+        hooks.setup(self.state.model, self.cfg, self.device)
 
     def step(self, batch: dict, step: int) -> tuple[dict, list[float]]:
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        return train_step(self.model, self.model, batch, step, hooks=self.hooks, cfg=self.cfg,
-                          sources=self.cfg.sources(), shares=per_batch(self.cfg), optimizer=self.optimizer,
-                          scheduler=self.scheduler, amp=self.amp)
+        return train_step(self.state, {k: v.to(self.device) for k, v in batch.items()}, step)
 
 
 def lr_range_test(cfg: TrainConfig, *, lr_min: float = 1e-6, lr_max: float = 1e-2, steps: int = 60,
@@ -44,7 +39,8 @@ def lr_range_test(cfg: TrainConfig, *, lr_min: float = 1e-6, lr_max: float = 1e-
     """
     d = _Diagnostic(cfg, hooks, device, steps=steps, warmup_steps=0)
     ratio = (lr_max / lr_min) ** (1 / max(1, steps - 1))
-    d.scheduler = torch.optim.lr_scheduler.LambdaLR(d.optimizer, lambda s: lr_min / d.cfg.lr_encoder * ratio ** s)
+    base = d.cfg.lr_encoder
+    d.state.scheduler = torch.optim.lr_scheduler.LambdaLR(d.state.optimizer, lambda s: lr_min / base * ratio**s)
     out, best = [], math.inf
     for step in range(steps):
         try:

@@ -1,4 +1,4 @@
-"""The loop: `train` builds a run (data plan, model, optimiser, resume, run files, hooks, DDP), repeats
+"""The loop: `train` builds a run (data plan, model and optimiser, resume, run files, hooks, DDP), repeats
 `train_step`, logs and checkpoints; `launch` runs it in this process or under torchrun (notebooks 04, 06)."""
 from __future__ import annotations
 
@@ -7,24 +7,25 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
+import yaml
 from torch import nn
+from tqdm.auto import tqdm
 
+from dalib.data.serve import dataset_on_disk
 from dalib.distributed import dist_env, run_torchrun
+from dalib.model import MODEL_CONFIG_FILE, WEIGHTS_FILE, read_safetensors
 from dalib.runfiles import atomic_write_bytes, atomic_write_json, environment_info
 from dalib.train.checkpoints import (LOG_FILE, append_log, check_resume, clean_partial_checkpoints, latest_checkpoint,
                                      load_train_state, save_checkpoint, set_rng_state, truncate_log)
-from dalib.train.config import TrainConfig, per_batch
+from dalib.train.config import TrainConfig
 from dalib.train.plan import BatchPlan, build_plan, worker_init
-from dalib.train.step import (TrainHooks, build_model, build_optimizer, gm_weight_at, train_device, train_step,
-                              use_autocast)
+from dalib.train.step import TrainHooks, TrainState, build_state, gm_weight_at, train_device, train_step
 
-CONFIG_FILE = "config.json"
+RUN_CONFIG_FILE = "config.json"  # out_dir/config.json: the resolved TrainConfig, device, arithmetic, environment
 RESULT_FILE = "result.json"  # train()'s return value, written by rank 0 when a run ends
 
 
@@ -64,13 +65,9 @@ def launch(cfg: TrainConfig, nproc: int = 1, hooks: TrainHooks | None = None) ->
     """
     if nproc <= 1:
         return train(cfg, hooks)
-    import yaml
-
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = cfg.to_dict()
-    from dalib.data import dataset_on_disk
-
     spec["datasets"] = [dataset_on_disk(d, out / "inputs" / f"source{i}") for i, d in enumerate(cfg.datasets)]
     module = "dalib.train"
     if hooks is not None and type(hooks) is not TrainHooks:
@@ -84,59 +81,33 @@ def launch(cfg: TrainConfig, nproc: int = 1, hooks: TrainHooks | None = None) ->
     return run_torchrun(module, ["--config", str(path)], nproc)[0]  # rank 0's report (`main`)
 
 
-def _resume(cfg: TrainConfig, out_dir: Path, model: nn.Module, optimizer, scheduler, device) -> tuple[Path | None, int]:
+def _resume(cfg: TrainConfig, out_dir: Path, state: TrainState, device) -> tuple[Path | None, int]:
     """Load the last published checkpoint of out_dir when resuming; returns (checkpoint folder or None, step)."""
     ckpt = latest_checkpoint(out_dir) if cfg.resume else None
     if ckpt is None:
         return None, 0
-    from dalib.model import WEIGHTS_FILE, read_safetensors
-
-    saved_cfg = json.loads((out_dir / CONFIG_FILE).read_text())["config"] if (out_dir / CONFIG_FILE).is_file() else {}
+    run_config = out_dir / RUN_CONFIG_FILE
+    saved_cfg = json.loads(run_config.read_text())["config"] if run_config.is_file() else {}
     check_resume(saved_cfg, cfg)
-    model.load_state_dict(read_safetensors(ckpt / WEIGHTS_FILE, device=str(device)), strict=True)
-    state = load_train_state(ckpt)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"])
-    return ckpt, int(state["step"])
+    state.model.load_state_dict(read_safetensors(ckpt / WEIGHTS_FILE, device=str(device)), strict=True)
+    saved = load_train_state(ckpt)
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    set_rng_state(saved["rng"])
+    return ckpt, int(saved["step"])
 
 
-def _write_run_files(cfg: TrainConfig, out_dir: Path, ckpt, start: int, world: int, device, unused, amp: bool) -> None:
+def _write_run_files(cfg: TrainConfig, out_dir: Path, ckpt, start: int, world: int, device, state: TrainState) -> None:
     """Rank 0: the log truncated to the resumed step (or removed), and config.json of the run."""
     log_path = out_dir / LOG_FILE
     if ckpt is not None:
         truncate_log(log_path, start)
     elif log_path.exists():
         log_path.unlink()
-    atomic_write_json(out_dir / CONFIG_FILE, {"config": cfg.to_dict(), "world_size": world, "device": str(device),
-                                              "bf16_autocast": amp, "resumed_from": start if ckpt is not None else None,
-                                              "frozen_unused_parameters": unused, "environment": environment_info()})
-
-
-@dataclass
-class _Run:
-    """What one training process holds while it trains (made by `_build_run`)."""
-
-    cfg: TrainConfig
-    hooks: TrainHooks
-    rank: int
-    world: int
-    device: torch.device
-    out_dir: Path
-    sources: list  # cfg.sources()
-    shares: list  # images of each source in this rank's batch, in order
-    plan: BatchPlan
-    model: nn.Module
-    net: nn.Module  # the model, DDP-wrapped when world > 1
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    amp: bool
-    ckpt: Path | None  # the checkpoint resumed from
-    start: int  # first step to run
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+    atomic_write_json(out_dir / RUN_CONFIG_FILE, {
+        "config": cfg.to_dict(), "world_size": world, "device": str(device), "bf16_autocast": state.amp,
+        "resumed_from": start if ckpt is not None else None, "frozen_unused_parameters": state.frozen,
+        "environment": environment_info()})
 
 
 def _set_torch_flags(cfg: TrainConfig) -> None:
@@ -147,95 +118,81 @@ def _set_torch_flags(cfg: TrainConfig) -> None:
         torch.use_deterministic_algorithms(True)
 
 
-def _build_run(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int, device: torch.device) -> _Run:
-    """Build: data plan, model, AdamW and schedule; resume from the last checkpoint; rank 0 writes the run
-    files; hooks set up; DDP wrap. (This order fixes the RNG draws, so resumed runs repeat exactly.)"""
+def _start(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int,
+           device: torch.device) -> tuple[TrainState, BatchPlan, Path | None, int]:
+    """Data plan, model and AdamW; resume from the last checkpoint; rank 0 writes the run files; hooks set up;
+    DDP wrap. (This order fixes the RNG draws, so resumed runs repeat exactly.) Returns (state, plan, the
+    checkpoint resumed from or None, the first step to run)."""
     cfg.validate(world)
     _set_torch_flags(cfg)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shares = [k // world for k in per_batch(cfg, world)]
     plan = build_plan(cfg, rank, world)
-    model, unused = build_model(cfg, device)
-    optimizer, scheduler = build_optimizer(model, cfg)
-    amp = use_autocast(cfg, device)
+    state = build_state(cfg, hooks, device, world)
     if rank == 0:
         clean_partial_checkpoints(out_dir)
-    ckpt, start = _resume(cfg, out_dir, model, optimizer, scheduler, device)
+    ckpt, start = _resume(cfg, out_dir, state, device)
     if rank == 0:
-        _write_run_files(cfg, out_dir, ckpt, start, world, device, unused, amp)
-    hooks.setup(model, cfg, device)
-    net: nn.Module = model
+        _write_run_files(cfg, out_dir, ckpt, start, world, device, state)
+    hooks.setup(state.model, cfg, device)
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return _Run(cfg, hooks, rank, world, device, out_dir, cfg.sources(), shares, plan, model, net, optimizer,
-                scheduler, amp, ckpt, start)
+        ids = [device.index] if device.type == "cuda" else None
+        state.net = nn.parallel.DistributedDataParallel(state.model, device_ids=ids)
+    return state, plan, ckpt, start
 
 
-def _loader(run: _Run) -> torch.utils.data.DataLoader:
+def _loader(cfg: TrainConfig, plan: BatchPlan, start: int, device: torch.device) -> torch.utils.data.DataLoader:
     """Batches of steps start .. steps-1 of this rank, prepared by `num_workers` processes."""
-    cfg = run.cfg
     return torch.utils.data.DataLoader(
-        run.plan, batch_size=None, sampler=range(run.start, cfg.steps), num_workers=cfg.num_workers,
-        pin_memory=run.device.type == "cuda", worker_init_fn=worker_init if cfg.num_workers else None,
+        plan, batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda", worker_init_fn=worker_init if cfg.num_workers else None,
         prefetch_factor=cfg.prefetch if cfg.num_workers else None, persistent_workers=False)
 
 
-def _progress_bar(run: _Run):
-    if not (run.is_main and run.cfg.progress):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=run.cfg.steps, initial=run.start, desc="train", dynamic_ncols=True, file=sys.stderr)
-
-
-def _maybe_checkpoint(run: _Run, step: int, metrics: dict) -> str | None:
+def _maybe_checkpoint(state: TrainState, step: int, metrics: dict, is_main: bool) -> str | None:
     """Rank 0, every `checkpoint_every` steps and at the last: save a checkpoint; returns its folder."""
-    cfg = run.cfg
-    if run.is_main and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps):
-        return str(save_checkpoint(run.out_dir, step, run.model, run.optimizer, run.scheduler,
+    cfg = state.cfg
+    if is_main and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps):
+        return str(save_checkpoint(cfg.out_dir, step, state.model, state.optimizer, state.scheduler,
                                    extra={"metrics": metrics}, keep=cfg.keep_checkpoints))
     return None
 
 
 def _train(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int, device: torch.device) -> dict:
-    run = _build_run(cfg, hooks, rank, world, device)
-    result = {"steps": cfg.steps, "start_step": run.start, "seconds": 0.0, "images_per_s": None, "final": {},
-              "checkpoint": str(run.ckpt) if run.ckpt is not None else None, "out_dir": str(run.out_dir),
-              "world_size": world, "bf16_autocast": run.amp}
-    if run.start >= cfg.steps:  # already finished: report what the final checkpoint recorded
-        from dalib.model import CONFIG_FILE as MODEL_CONFIG_FILE
-
-        result["final"] = json.loads((run.ckpt / MODEL_CONFIG_FILE).read_text()).get("extra", {}).get("metrics", {})
+    state, plan, ckpt, start = _start(cfg, hooks, rank, world, device)
+    result = {"steps": cfg.steps, "start_step": start, "seconds": 0.0, "images_per_s": None, "final": {},
+              "checkpoint": str(ckpt) if ckpt is not None else None, "out_dir": str(Path(cfg.out_dir)),
+              "world_size": world, "bf16_autocast": state.amp}
+    if start >= cfg.steps:  # already finished: report what the final checkpoint recorded
+        result["final"] = json.loads((ckpt / MODEL_CONFIG_FILE).read_text()).get("extra", {}).get("metrics", {})
         return result
-    bar = _progress_bar(run)
-    logger = _StepLogger(cfg, run.out_dir / LOG_FILE, world, run.is_main, bar)
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True, file=sys.stderr) \
+        if rank == 0 and cfg.progress else None
+    logger = _StepLogger(cfg, Path(cfg.out_dir) / LOG_FILE, world, rank == 0, bar)
     t_first = None  # end of the first step: images/s excludes start-up
-    step = run.start
-    it = iter(_loader(run))
+    step = start
+    batches = iter(_loader(cfg, plan, start, device))
     while step < cfg.steps:
         t0 = time.perf_counter()
-        batch = next(it)
+        batch = next(batches)
         logger.data_s += time.perf_counter() - t0
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        terms, lrs = train_step(run.net, run.model, batch, step, hooks=hooks, cfg=cfg, sources=run.sources,
-                                shares=run.shares, optimizer=run.optimizer, scheduler=run.scheduler, amp=run.amp)
+        terms, lrs = train_step(state, batch, step)
         step += 1
         t_first = t_first or time.perf_counter()
         logger.after_step(step, terms, lrs)
-        result["checkpoint"] = _maybe_checkpoint(run, step, logger.last) or result["checkpoint"]
+        result["checkpoint"] = _maybe_checkpoint(state, step, logger.last, rank == 0) or result["checkpoint"]
     if bar is not None:
         bar.close()
-    del it
+    del batches
     t_end = time.perf_counter()
-    done = step - run.start
     result["seconds"] = round(t_end - logger.t_start, 3)
-    if done > 1 and t_first is not None:
-        result["images_per_s"] = round((done - 1) * cfg.batch_size / max(t_end - t_first, 1e-9), 3)
+    if step - start > 1 and t_first is not None:
+        result["images_per_s"] = round((step - start - 1) * cfg.batch_size / max(t_end - t_first, 1e-9), 3)
     result["final"] = logger.last
     if world > 1:
         dist.barrier()  # every rank returns after rank 0 has written the final checkpoint
-        result["checkpoint"] = str(run.out_dir / "checkpoints" / f"step-{cfg.steps:08d}")
+        result["checkpoint"] = str(Path(cfg.out_dir) / "checkpoints" / f"step-{cfg.steps:08d}")
     return result
 
 

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from dalib.data.serve import open_dataset
 from dalib.train.config import TrainConfig, describe_source, per_batch
 from dalib.transforms import JointTransform, row_to_sample, sample_generator
 
@@ -15,11 +16,10 @@ def open_training_dataset(spec: Any, split: str, *, root: str | None = None, n: 
     """A source of TrainConfig.datasets -> `datasets.Dataset` formatted as numpy.
 
     spec: a `datasets.Dataset` (used as is), a folder written by `Dataset.save_to_disk`, or a dalib.data
-    dataset name (loaded with `dalib.data.load(name, split, root=root, n=n)`).
+    dataset name (loaded with `dalib.data.serve.load(name, split, root=root, n=n)`).
     """
-    from dalib import data
 
-    ds = data.open_dataset(spec, split, root=root, n=n, what=f"TrainConfig.datasets entry {describe_source(spec)}")
+    ds = open_dataset(spec, split, root=root, n=n, what=f"TrainConfig.datasets entry {describe_source(spec)}")
     if "image" not in ds.column_names or not ({"depth", "disparity"} & set(ds.column_names)):
         raise ValueError(f"dataset {describe_source(spec)} (split {split!r}) has columns {ds.column_names}; training "
                          "needs 'image' and a label column 'depth' (metres) or 'disparity' (relative)")
