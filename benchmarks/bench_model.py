@@ -31,7 +31,8 @@ import time
 import numpy as np
 import torch
 
-from dalib.model import DepthAnything, hf_config, to_hf_state_dict
+from dalib.model import DepthAnything
+from dalib.weights import hf_config, to_hf_state_dict
 
 # dense bf16 tensor-core peaks (TFLOP/s) by device-name substring
 PEAK_BF16 = {"H200": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0,
@@ -221,7 +222,7 @@ def main(argv=None) -> int:
     print(f"device: {name}; torch {torch.__version__}, transformers {transformers.__version__}")
     modes = [False, True] if device.type == "cuda" else [False]
     if device.type == "cpu":
-        from dalib.model import cpu_has_native_bf16
+        from dalib.distributed import cpu_has_native_bf16
 
         print("bf16 on this CPU: " + ("native (AVX512-BF16/AMX); not benchmarked here, see bench_train.py"
                                        if cpu_has_native_bf16() else

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from dalib.data.serve import load
 
 
 def bare_batches(ds, input_size: int, batch_size: int, device) -> list[torch.Tensor]:
     """Official preprocessing of every image, grouped by network size, `batch_size` per tensor, on `device`."""
-    from dalib.model import network_size, preprocess, to_rgb_float
+    from dalib.images import network_size, preprocess, to_rgb_float
 
     groups: dict[tuple[int, int], list[np.ndarray]] = {}
     for i in range(len(ds)):
@@ -78,9 +79,9 @@ def main(argv=None) -> int:
     p.add_argument("--backends", default="torch,onnxruntime", help="comma-separated: torch, onnxruntime")
     args = p.parse_args(argv)
 
-    from dalib import data
-    from dalib.model import DepthAnything, count_parameters, load_weights
-    from dalib.pseudo_label import pseudo_label, resolve_device
+    from dalib.distributed import resolve_device
+    from dalib.model import DepthAnything, count_parameters
+    from dalib.weights import load_weights
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
     amp = not args.no_amp
     kw = {"n": args.n} | ({"height": args.height, "width": args.width} if args.height or args.width else {})
     t = time.perf_counter()
-    ds = data.load(args.source, args.split, root=args.root, **kw)
+    ds = load(args.source, args.split, root=args.root, **kw)
     print(f"images: {len(ds)} from {args.source}/{args.split} ({time.perf_counter() - t:.1f} s to load/build)")
     torch.manual_seed(0)
     model = load_weights(args.teacher) if args.teacher else DepthAnything(args.encoder)
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
 
 
 def bench_one(args, ds, model, batches, device, amp, backend) -> None:
-    from dalib.pseudo_label import pseudo_label
+    from dalib.pseudo_label.labelling import pseudo_label
 
     if backend == "onnxruntime":
         device, amp = torch.device("cpu"), False

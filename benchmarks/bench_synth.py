@@ -29,7 +29,7 @@ import tracemalloc
 import numpy as np
 import torch
 
-from dalib.synth import iter_generate
+from dalib.synth.engine import iter_generate
 
 KINDS = ("indoor", "outdoor")
 

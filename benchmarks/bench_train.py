@@ -7,7 +7,7 @@ On a CPU shared with other jobs use --threads 1 (OpenMP threads that wait for a 
 slow every step many times over, which swamps what is being measured).
 
 Prints:
-  loop    `dalib.train.train` images/s from the median step time (data loading, augmentation, loss,
+  loop    `dalib.train.loop.train` images/s from the median step time (data loading, augmentation, loss,
           clipping, schedule and JSON log lines included; one line per step on CPU, per 5 on CUDA)
   bare    forward + backward + AdamW step of the same model on one fixed batch of the same size, with a
           trivial loss (pred.mean()), median step time, run before and after the loop (the faster counts);
@@ -17,7 +17,7 @@ Prints:
           (`dalib.synth.generate`, when present), which runs offline (datasets are built once)
   bf16    (CPU) the bare step under bf16 autocast against fp32, same model and batch: the speed-up and the
           relative difference of the loss; whether this CPU has native bf16 (AVX512-BF16/AMX), which is when
-          `dalib.train` turns bf16 on by itself (`dalib.model.cpu_has_native_bf16`; DALIB_CPU_BF16=0/1 overrides)
+          `dalib.train` turns bf16 on by itself (`dalib.distributed.cpu_has_native_bf16`; DALIB_CPU_BF16=0/1 overrides)
   gpu     (CUDA only) bf16 images/s, achieved TFLOP/s (FLOPs counted by torch's FlopCounterMode on one
           forward + backward) against the card's dense bf16 peak
 """
@@ -34,9 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dalib.model import DepthAnything, cpu_has_native_bf16
-from dalib.train import (BatchPlan, TrainConfig, build_optimizer, freeze_unused, open_training_dataset, per_batch,
-                         train, use_autocast)
+from dalib.distributed import cpu_has_native_bf16
+from dalib.model import DepthAnything
+from dalib.train.config import TrainConfig, per_batch
+from dalib.train.loop import train
+from dalib.train.plan import BatchPlan, open_training_dataset
+from dalib.train.step import build_optimizer, freeze_unused, use_autocast
 from dalib.transforms import JointTransform
 
 # dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets
@@ -56,7 +59,7 @@ def make_dataset(n: int, h: int, w: int, seed: int = 0):
     import datasets
 
     try:
-        from dalib.synth import generate
+        from dalib.synth.engine import generate
 
         t0 = time.perf_counter()
         g = generate("indoor", n, seed=seed, height=h, width=w)

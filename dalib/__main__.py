@@ -14,7 +14,7 @@ COMMANDS = {
     "predict": ("dalib.predict", "relative depth for images or folders"),
     "export": ("dalib.export", "export a checkpoint to ONNX (dynamic batch, height, width)"),
     "pipeline": ("dalib.pipeline", "run the course notebooks headless with a profile"),
-    "data": ("dalib.data", "list, validate and build datasets from data_manifests/"),
+    "data": ("dalib.data.cli", "list, validate and build datasets from data_manifests/"),
 }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -64,8 +65,7 @@ def report_result(result: dict) -> None:
 def run_torchrun(module: str, args: Sequence[str], nproc: int) -> list[dict]:
     """`torchrun --standalone --nproc_per_node nproc -m module args...` (this Python); returns what each rank
     passed to `report_result`, in rank order. RuntimeError with the command and the end of its stderr when
-    it fails or a rank reported nothing. Used by `dalib.train.launch` and `dalib.pseudo_label`."""
-    import subprocess
+    it fails or a rank reported nothing. Used by `dalib.train.loop.launch` and `dalib.pseudo_label`."""
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", module, *map(str, args)]

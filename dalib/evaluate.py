@@ -22,9 +22,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from dalib.data.serve import load
 from dalib.disparity import depth_to_disparity, normalize_disparity, valid_depth_mask
 from dalib.metrics import METRIC_KEYS, edge_precision_recall, eval_depth, ordinal_accuracy, per_image_depth_metrics
-from dalib.synth import MATERIALS as MATERIAL_NAMES  # material id = index
+from dalib.synth.scenes import MATERIALS as MATERIAL_NAMES
 
 MATERIAL_REGIONS = {"thin": ("thin",), "glass_mirror": ("glass", "mirror")}
 
@@ -210,7 +211,6 @@ def middlebury_samples(*, crop: float = 0.6, root=None) -> list[dict]:
     """
     if not 0 < crop <= 1:
         raise ValueError(f"middlebury_samples: crop must be in (0, 1], got {crop}")
-    from dalib.data import load
 
     arr = dataset_arrays(load("middlebury-motorcycle", "test", root=root), ("image", "depth", "mask"))
     image, depth = arr["image"][0], arr["depth"][0]

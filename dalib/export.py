@@ -4,7 +4,7 @@
     python -m dalib predict photo.jpg --weights student.onnx --backend onnxruntime --out depth/
 
     >>> from dalib.export import export_onnx, OnnxDepthAnything, load_predictor
-    >>> export_onnx(model, "model.onnx")                    # or dalib.model.export_onnx
+    >>> export_onnx(model, "model.onnx")
     >>> onnx_model = OnnxDepthAnything("model.onnx")       # infer_image / infer_batch like DepthAnything
     >>> predictor = load_predictor("depth_anything_v2_vits.pth", backend="onnxruntime")
 
@@ -21,6 +21,7 @@ Both backends run one preprocessing (`dalib.images.preprocess_batch`) and one in
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import hashlib
 import json
@@ -28,14 +29,19 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dalib.distributed import resolve_device
+from dalib.images import IMAGENET_MEAN, IMAGENET_STD, PATCH, infer_images
+from dalib.model import DepthAnything
 from dalib.shards import file_sha256
+from dalib.weights import load_weights
 
-FORMAT = "dalib.DepthAnything.onnx/1"  # metadata "format" of the files written here
+ONNX_FORMAT = "dalib.DepthAnything.onnx/1"  # metadata "format" of the files written here
 INPUT_NAME, OUTPUT_NAME = "image", "disparity"
 SAMPLE_SIZE = (266, 350)  # traced example (not the 37 x 37 training grid: that case is chosen in the graph)
 MAX_PATCHES = 1024  # dynamic height/width range: 14 .. 14 * MAX_PATCHES pixels
@@ -86,10 +92,8 @@ def _check_output_path(path: Path) -> None:
 
 
 def _metadata(model, source, sha_source: str | None) -> dict[str, str]:
-    from dalib.images import IMAGENET_MEAN, IMAGENET_STD, PATCH
-
     return {
-        "format": FORMAT,
+        "format": ONNX_FORMAT,
         "encoder": model.encoder,
         "version": model.version,
         "patch_size": str(PATCH),
@@ -140,11 +144,6 @@ def export_onnx(model, path, *, source=None, size: tuple[int, int] | None = None
     PyTorch (relative error <= 1e-3, else RuntimeError and no file). Returns `path`. Notebook 08_deployment.
     OSError (naming `path`) when the file cannot be written there, before any work.
     """
-    import copy
-
-    from dalib.images import PATCH
-    from dalib.model import DepthAnything
-
     if not isinstance(model, DepthAnything):
         raise TypeError(f"export_onnx: expected a dalib.model.DepthAnything, got {type(model).__name__}")
     path = Path(path)
@@ -162,7 +161,6 @@ def export_onnx(model, path, *, source=None, size: tuple[int, int] | None = None
     x = torch.randn(2, 3, *(size or SAMPLE_SIZE), generator=torch.Generator().manual_seed(0))  # batch 2: not specialised
     dims = {0: batch} if size else {0: batch, 2: PATCH * ph, 3: PATCH * pw}
     kw = {} if opset is None else {"opset_version": opset}
-    import warnings
 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -198,7 +196,6 @@ def _check_against_torch(model, onnx_path: Path, shapes=None) -> None:
 
 def export_checkpoint(weights, path, *, encoder: str | None = None, version: str | None = None, **kw) -> Path:
     """A checkpoint (dalib folder, official .pth, HF .safetensors / folder) -> ONNX file (`export_onnx`)."""
-    from dalib.weights import load_weights
 
     weights = Path(weights)
     if not weights.exists():
@@ -209,22 +206,22 @@ def export_checkpoint(weights, path, *, encoder: str | None = None, version: str
     return export_onnx(model, path, source=weights, **kw)
 
 
-def cache_dir() -> Path:
+def onnx_cache_dir() -> Path:
     """Where exports made on the fly are kept: $DALIB_ONNX_CACHE, default ~/.cache/dalib/onnx."""
     return Path(os.environ.get("DALIB_ONNX_CACHE", Path.home() / ".cache" / "dalib" / "onnx"))
 
 
 def onnx_for(weights, *, encoder: str | None = None, version: str | None = None) -> Path:
     """An .onnx file for any weights: the file itself when it is one, else the export of the checkpoint,
-    made once and kept in `cache_dir()` under the checkpoint's sha256 (and torch version)."""
+    made once and kept in `onnx_cache_dir()` under the checkpoint's sha256 (and torch version)."""
     p = Path(weights)
     if p.suffix.lower() == ".onnx":
         if not p.is_file():
             raise FileNotFoundError(f"{p}: no such ONNX file")
         return p
     sha = checkpoint_sha256(p)
-    key = hashlib.sha256(f"{sha}/{version}/{encoder}/{torch.__version__}/{FORMAT}".encode()).hexdigest()[:24]
-    out = cache_dir() / f"{key}.onnx"
+    key = hashlib.sha256(f"{sha}/{version}/{encoder}/{torch.__version__}/{ONNX_FORMAT}".encode()).hexdigest()[:24]
+    out = onnx_cache_dir() / f"{key}.onnx"
     if not out.is_file():
         export_checkpoint(p, out, encoder=encoder, version=version)
     return out
@@ -242,7 +239,7 @@ class OnnxDepthAnything:
     training = False  # duck-types nn.Module's inference switches (pseudo-labelling calls eval/train)
 
     def __init__(self, path, *, threads: int | None = None, providers=None):
-        import onnxruntime as ort
+        import onnxruntime as ort  # local: a large native library, for this backend only
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -260,9 +257,9 @@ class OnnxDepthAnything:
             raise ValueError(f"{self.path}: not a loadable ONNX model ({type(e).__name__}: "
                              f"{str(e).splitlines()[0][:300]})") from None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        if self.metadata.get("format") != FORMAT:
+        if self.metadata.get("format") != ONNX_FORMAT:
             raise ValueError(f"{self.path}: not a Depth Anything export of dalib (metadata format="
-                             f"{self.metadata.get('format')!r}, expected {FORMAT!r}); write one with "
+                             f"{self.metadata.get('format')!r}, expected {ONNX_FORMAT!r}); write one with "
                              f"`python -m dalib export CHECKPOINT --onnx OUT.onnx`")
         self.encoder = self.metadata.get("encoder", "")
         self.version = self.metadata.get("version", "")
@@ -301,7 +298,6 @@ class OnnxDepthAnything:
 
     def infer_batch(self, images, input_size: int = 518, *, batch_size: int = 8, **_) -> list[np.ndarray]:
         """Many images -> (H_i, W_i) float32 disparities; as `DepthAnything.infer_batch` (`infer_images`)."""
-        from dalib.images import infer_images
 
         return infer_images(self, images, input_size, batch_size=batch_size)
 
@@ -314,14 +310,13 @@ def is_onnx_teacher(teacher) -> bool:
 
 def onnx_runner(teacher, *, threads: int | None = None) -> OnnxDepthAnything:
     """An OnnxDepthAnything for a teacher given as one, as an .onnx path, as a checkpoint path (`onnx_for`), or
-    as a DepthAnything (exported once into `cache_dir()` under the sha256 of its weights). Pseudo-labelling."""
-    from dalib.model import DepthAnything
+    as a DepthAnything (exported once into `onnx_cache_dir()` under the sha256 of its weights). Pseudo-labelling."""
 
     if isinstance(teacher, OnnxDepthAnything):
         return teacher
     if isinstance(teacher, DepthAnything):
-        key = hashlib.sha256(f"{weights_sha256(teacher)}/{teacher.version}/{torch.__version__}/{FORMAT}".encode())
-        out = cache_dir() / f"model-{key.hexdigest()[:24]}.onnx"
+        key = hashlib.sha256(f"{weights_sha256(teacher)}/{teacher.version}/{torch.__version__}/{ONNX_FORMAT}".encode())
+        out = onnx_cache_dir() / f"model-{key.hexdigest()[:24]}.onnx"
         if not out.is_file():
             export_onnx(teacher, out)
         return OnnxDepthAnything(out, threads=threads)
@@ -349,8 +344,6 @@ def load_predictor(weights, backend: str = "torch", *, device=None, threads: int
     if p.suffix.lower() == ".onnx":
         raise ValueError(f"{p}: an ONNX file runs on the onnxruntime backend (--backend onnxruntime), "
                          f"not on torch")
-    from dalib.distributed import resolve_device
-    from dalib.weights import load_weights
 
     return load_weights(p, encoder=encoder, version=version).to(resolve_device(device)).eval()
 

@@ -15,9 +15,11 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,7 +34,6 @@ def pil_to_rgb(img) -> np.ndarray:
     EXIF orientation is applied; alpha is dropped (as cv2.imread in the official code does);
     grayscale is repeated to three channels.
     """
-    from PIL import ImageOps
 
     img = ImageOps.exif_transpose(img)
     mode = img.mode
@@ -58,8 +59,6 @@ def read_image(path, max_size: int = 0) -> np.ndarray:
     Raises ValueError naming the file when it cannot be decoded. A file of several frames gives its first,
     with a warning naming the file.
     """
-    import cv2
-    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
@@ -146,7 +145,6 @@ def preprocess_batch(rgbs: Sequence[np.ndarray], size: tuple[int, int]) -> np.nd
     backends of `infer_images`, pseudo-labelling). Each image is resized by one cv2 call straight into the
     batch array (stacking images as channels of one call is slower in cv2 and rounds differently); the
     normalisation and the layout change run once over the whole batch."""
-    import cv2
 
     h, w = size
     out = np.empty((len(rgbs), h, w, 3), np.float32)

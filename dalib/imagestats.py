@@ -21,6 +21,8 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import skimage.data
+from PIL import Image
 
 STATS = ("brightness", "contrast", "noise", "sharpness")
 #: scikit-image's bundled RGB photographs of real scenes (offline); the Middlebury left view is added from
@@ -87,9 +89,6 @@ def median_stats(images) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _reference(size: int) -> np.ndarray:
-    import skimage.data
-    from PIL import Image
-
     out = []
     for name in REAL_PHOTOS:
         img = skimage.data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(skimage.data, name)()

@@ -1,7 +1,7 @@
 """Depth Anything = DINOv2 ViT encoder (timm) + DPT head (notebook 04_teacher_training).
 
     from dalib.model import DepthAnything
-    model = DepthAnything("vits", version="v2")          # random init; see `pretrained_encoder`
+    model = DepthAnything("vits", version="v2")          # random init (dalib.weights fills it from checkpoints)
     disp = model(x)                                       # x (B,3,H,W) ImageNet-normalised -> (B,H,W)
     disp = model.infer_image("photo.jpg")                 # official preprocessing, numpy (H,W)
 
@@ -9,8 +9,8 @@ The module tree keeps the official Depth-Anything-V2 names (`pretrained.*` for t
 `depth_head.*` for the DPT head), so `state_dict()` keys equal those of the released checkpoints and
 `model.load_state_dict(torch.load("depth_anything_v2_vits.pth", weights_only=True))` works strictly.
 Our own checkpoints are safetensors + JSON (`save_pretrained` / `from_pretrained`); official, `transformers`
-and DINOv2 weights are converted and loaded by `dalib.weights` (its names stay reachable here:
-`dalib.model.load_weights`, `from_hf_state_dict`, ...). Images and preprocessing: `dalib.images`.
+and DINOv2 weights are converted and loaded by `dalib.weights`, which builds on this module. Images and
+preprocessing: `dalib.images`.
 
 Sizes are defined once in `CONFIGS`: vitt (a CPU-sized member of this course), vits, vitb, vitl, vitg.
 """
@@ -24,22 +24,20 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from dalib.distributed import resolve_device  # noqa: F401  (re-exported: dalib.model.resolve_device)
-from dalib.distributed import bf16_autocast_supported, cpu_has_native_bf16  # noqa: F401  (re-exported)
 from dalib.images import PATCH, infer_images
-from dalib.images import (IMAGENET_MEAN, IMAGENET_STD, as_rgb_array, network_size, preprocess,  # noqa: F401
-                          preprocess_batch, to_rgb_float)  # re-exported: they lived here before dalib.images
-from dalib.pos_embed import (cubic_resample_matrix, interpolate_pos_encoding,  # noqa: F401  (re-exported)
-                             interpolate_pos_encoding_traceable)
+from dalib.pos_embed import interpolate_pos_encoding
 from dalib.runfiles import give_default_mode, read_json_object
 
 WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-FORMAT = "dalib.DepthAnything"
+MODEL_CONFIG_FILE = "config.json"
+CHECKPOINT_FORMAT = "dalib.DepthAnything"
 
 
 # ============================================================================ sizes
@@ -97,7 +95,6 @@ def get_config(encoder: str | ModelConfig) -> ModelConfig:
 # ============================================================================ encoder helpers
 def _build_encoder(cfg: ModelConfig) -> nn.Module:
     """timm DINOv2 ViT with the official layout (patch 14, LayerScale init 1.0, 518 pos-embed, no head)."""
-    import timm
 
     kw = dict(pretrained=False, img_size=cfg.img_size, num_classes=0, init_values=1.0,
               embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads)
@@ -236,12 +233,12 @@ def evaluating(model):
 class DepthAnything(nn.Module):
     """Depth Anything V1/V2: DINOv2 encoder `pretrained` + DPT head `depth_head` (notebook 04_teacher_training).
 
-    encoder: a key of `CONFIGS`; version: "v2" (listed intermediate blocks) or "v1" (last four blocks);
-    pretrained_encoder: None (random init), a path to DINOv2 weights, or True to take the official /
-    timm DINOv2 weights from the local caches (never downloads; see `load_encoder_weights`).
+    encoder: a key of `CONFIGS`; version: "v2" (listed intermediate blocks) or "v1" (last four blocks). Built with
+    random weights; `dalib.weights` fills them from DINOv2, official or transformers checkpoints (`build_model`,
+    `load_weights`), `from_pretrained` from this library's own checkpoints.
     """
 
-    def __init__(self, encoder: str = "vits", version: str = "v2", pretrained_encoder=None):
+    def __init__(self, encoder: str = "vits", version: str = "v2"):
         super().__init__()
         self.cfg = get_config(encoder)
         self.encoder = self.cfg.name
@@ -250,13 +247,6 @@ class DepthAnything(nn.Module):
         self.grad_checkpointing = False  # recompute blocks in backward to save memory (training at 518)
         self.pretrained = _build_encoder(self.cfg)
         self.depth_head = DPTHead(self.cfg.embed_dim, self.cfg.features, self.cfg.out_channels)
-        if pretrained_encoder is not None and pretrained_encoder is not False:
-            # Reading DINOv2 files is dalib.weights' job, and dalib.weights builds on this module: importing it at
-            # the top would be a circle. Notebooks 04/06 and dalib.train pass `pretrained_encoder` here, so the
-            # import happens in the call; `dalib.weights.build_model` does the same from the layer above.
-            from dalib.weights import load_encoder_weights
-
-            load_encoder_weights(self, pretrained_encoder)
 
     # ---------------------------------------------------------------- encoder
     def _embed(self, x: Tensor) -> Tensor:
@@ -359,34 +349,33 @@ class DepthAnything(nn.Module):
     # ---------------------------------------------------------------- our checkpoints
     def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
         """Write `model.safetensors` (official key names) + `config.json` (encoder, version, extra) atomically."""
-        from safetensors.torch import save_file
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         sd = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         tmp = d / (WEIGHTS_FILE + ".tmp")
-        save_file(sd, str(tmp), metadata={"format": FORMAT})
+        save_file(sd, str(tmp), metadata={"format": CHECKPOINT_FORMAT})
         give_default_mode(tmp)  # safetensors writes 0o600; the config beside it gets the usual mode
         os.replace(tmp, d / WEIGHTS_FILE)
-        cfg = {"format": FORMAT, "encoder": self.encoder, "version": self.version, "config": asdict(self.cfg)}
+        cfg = {"format": CHECKPOINT_FORMAT, "encoder": self.encoder, "version": self.version, "config": asdict(self.cfg)}
         if extra:
             cfg["extra"] = extra
-        tmp = d / (CONFIG_FILE + ".tmp")
+        tmp = d / (MODEL_CONFIG_FILE + ".tmp")
         tmp.write_text(json.dumps(cfg, indent=2))
-        os.replace(tmp, d / CONFIG_FILE)
+        os.replace(tmp, d / MODEL_CONFIG_FILE)
         return d
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "DepthAnything":
         """Load a directory written by `save_pretrained` (strict)."""
         d = Path(directory)
-        cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE
+        cfg_path, w_path = d / MODEL_CONFIG_FILE, d / WEIGHTS_FILE
         for p in (cfg_path, w_path):
             if not p.is_file():
-                raise FileNotFoundError(f"{p}: missing; a dalib checkpoint directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+                raise FileNotFoundError(f"{p}: missing; a dalib checkpoint directory holds {MODEL_CONFIG_FILE} and {WEIGHTS_FILE}")
         cfg = read_json_object(cfg_path)
-        if cfg.get("format") != FORMAT:
-            raise ValueError(f"{cfg_path}: not a dalib checkpoint (format={cfg.get('format')!r}, expected {FORMAT!r})")
+        if cfg.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{cfg_path}: not a dalib checkpoint (format={cfg.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
         enc = cfg["encoder"]
         if enc not in CONFIGS and "config" in cfg:  # a custom size saved with its full description
             c = cfg["config"]
@@ -403,8 +392,6 @@ WEIGHT_FORMATS = ("expected a safetensors file, or a PyTorch state dict saved wi
 
 def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict:
     """A .safetensors file -> {name: tensor}; a file that is not one raises ValueError naming it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     try:
         return load_file(str(path), device=device)
@@ -431,32 +418,8 @@ def load_state_dict_strict(model: nn.Module, sd: dict, source: str) -> None:
     model.load_state_dict(sd, strict=True)
 
 
-def export_onnx(model: DepthAnything, path: str | os.PathLike, **kw) -> Path:
-    """Write `model` as ONNX (dynamic batch, height, width; metadata; atomic): `dalib.export.export_onnx`."""
-    from dalib.export import export_onnx as _export  # lazily: dalib.export builds on this module
-
-    return _export(model, path, **kw)
-
-
 def count_parameters(encoder: str, version: str = "v2") -> int:
     """Parameter count of DepthAnything(encoder), built on the meta device (no memory, fast)."""
     with torch.device("meta"):
         m = DepthAnything(encoder, version)
     return sum(p.numel() for p in m.parameters())
-
-
-# ============================================================================ names that moved to dalib.weights
-# `dalib.model.load_weights`, `from_official_state_dict`, ... are public API (notebooks 04, 06, 08, dalib.train).
-# dalib.weights builds on this module, so importing it at the top would be a circle: they are looked up on
-# first use instead (PEP 562 module __getattr__).
-_MOVED_TO_WEIGHTS = frozenset({"infer_encoder", "from_official_state_dict", "to_hf_state_dict", "from_hf_state_dict",
-                               "hf_config", "load_weights", "find_encoder_weights", "resolve_pretrained_encoder",
-                               "load_encoder_weights"})
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_WEIGHTS:
-        import dalib.weights
-
-        return getattr(dalib.weights, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

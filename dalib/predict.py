@@ -19,8 +19,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
 
-from dalib.images import MAX_PIXELS, pil_to_rgb, read_image  # noqa: F401  (re-exported: they lived here)
+from dalib.export import load_predictor
+from dalib.images import read_image
+from dalib.model import CONFIGS
+from dalib.viz import colorize
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".jp2"}
 
@@ -53,9 +59,6 @@ def disparity_to_uint16(disp: np.ndarray) -> np.ndarray:
 
 
 def write_outputs(disp: np.ndarray, stem: Path, npy: bool) -> list[Path]:
-    from PIL import Image
-
-    from dalib.viz import colorize
 
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_name(stem.name + "_disp16.png"), stem.with_name(stem.name + "_color.png")]
@@ -91,10 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from tqdm import tqdm
-
-    from dalib.export import load_predictor
-    from dalib.model import CONFIGS
 
     if args.encoder is not None and args.encoder not in CONFIGS:
         print(f"error: --encoder {args.encoder!r}: expected one of {sorted(CONFIGS)}", file=sys.stderr)
@@ -109,8 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --threads {args.threads}: must be >= 1", file=sys.stderr)
         return 2
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     try:  # before the model loads and any image is read: an unusable --out fails once, not once per image

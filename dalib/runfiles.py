@@ -10,13 +10,18 @@ Writes are atomic (temp file, fsync, rename), so an interrupted run never leaves
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import platform
 import subprocess
 import tempfile
+from importlib import metadata
 from pathlib import Path
+
+import torch
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,7 +116,6 @@ def read_json_object(path: str | os.PathLike, advice: str = "") -> dict:
 def read_yaml(path: str | os.PathLike):
     """The YAML document in file `path`; ValueError naming the file and the line and column of a syntax error
     (yaml's own message spans several lines and names neither)."""
-    import yaml
 
     try:
         return yaml.safe_load(Path(path).read_text())
@@ -136,7 +140,6 @@ def record_metrics(run_dir, section: str, metrics: dict) -> Path:
 
 def save_figure(run_dir, fig, name: str, dpi: int = 110) -> Path:
     """Save a matplotlib figure as run_dir/figures/<name>.png (atomically) for the report."""
-    import io
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
@@ -171,7 +174,6 @@ def _git_revision() -> str | None:
 def environment_info() -> dict:
     """Machine, Python, key package versions and git revision, for params.json, a training run's
     config.json and the report."""
-    from importlib import metadata
 
     pkgs = {}
     for name in ("torch", "torchvision", "timm", "datasets", "transformers", "papermill", "numpy"):
@@ -188,8 +190,6 @@ def environment_info() -> dict:
         "git_revision": _git_revision(),
     }
     try:
-        import torch
-
         info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except Exception:
         info["cuda"] = None
@@ -231,28 +231,6 @@ def require_path(run_dir, notebook: str, rel: str | None, what: str) -> Path:
         raise FileNotFoundError(
             f"{what} {where}: run notebook {notebook}.ipynb again with run_dir={str(run_dir)!r}")
     return run_dir / rel
-
-
-def training_summary(run_dir, cfg, result: dict) -> dict:
-    """What a chapter records about one training run of `dalib.train` (notebooks 04 and 06): the final
-    checkpoint (relative to the run folder), training time read from the run's own log (so a loaded run
-    reports how long it took to train), steps, batch size, images seen, training images per source and the
-    last logged loss terms (None where the run logged none).
-    """
-    from dalib.train import read_log, training_seconds
-
-    log = read_log(cfg.out_dir)
-    last = log[-1] if log else {}
-    return {
-        "checkpoint_rel": run_relative(run_dir, result["checkpoint"]),
-        "train_seconds": training_seconds(log),
-        "steps": cfg.steps,
-        "batch_size": cfg.batch_size,
-        "images_seen": cfg.steps * cfg.batch_size,
-        "train_images": [None if isinstance(d, str) else len(d) for d in cfg.datasets],  # names: unknown
-        "final_loss": last.get("total"),
-        "final_feat": last.get("feat"),
-    }
 
 
 def record_chapter(run_dir, section: str, metrics: dict, *, title: str, text: str = "", table: str = "",

@@ -24,6 +24,8 @@ import json
 import math
 from pathlib import Path
 
+from scipy.stats import t as student_t
+
 from dalib.runfiles import atomic_write_bytes, atomic_write_json
 
 CONFIDENCE = 0.95  # two-sided level of the claims' intervals
@@ -118,8 +120,6 @@ def t_interval(values: list, confidence: float = CONFIDENCE) -> dict:
     out.update(low=None, high=None, t=None)
     n = out["n"]
     if n >= 2:
-        from scipy.stats import t as student_t
-
         q = float(student_t.ppf((1 + confidence) / 2, n - 1))
         half = q * out["std"] / math.sqrt(n)
         out.update(low=out["mean"] - half, high=out["mean"] + half, t=q)
@@ -265,7 +265,7 @@ def write_aggregate(run_dir: Path, seeds: list[int], *, profile: str | None = No
     agg = aggregate_runs(run_dir, seeds, profile=profile, failure=failure, failed_seed=failed_seed)
     atomic_write_json(run_dir / "metrics.json", agg)
     envs = {s: _read_json(seed_dir(run_dir, s) / "params.json").get("environment") or {} for s in seeds}
-    write_report(run_dir, agg, envs)
+    write_seeds_report(run_dir, agg, envs)
     return agg
 
 
@@ -376,7 +376,7 @@ def seed_links(agg: dict) -> list[str]:
             f"({SEED_DIR.format(seed=s)}/report.md)" for s in seeds]
 
 
-def write_report(run_dir: Path, agg: dict, envs: dict[int, dict]) -> Path:
+def write_seeds_report(run_dir: Path, agg: dict, envs: dict[int, dict]) -> Path:
     """DIR/report.md: header, links to each seed's report, results table (mean ± std), teachers' table, claims."""
     n = len(agg["seeds"])
     lines = report_header(agg, envs) + ["## Seeds", "", *seed_links(agg), ""]

@@ -20,6 +20,12 @@ import os
 import shutil
 from pathlib import Path
 
+import datasets
+import pyarrow as pa
+import xxhash
+from datasets.arrow_writer import OptimizedTypedSequence
+from datasets.table import InMemoryTable, cast_array_to_feature
+
 from dalib.runfiles import atomic_write_json
 
 FORMAT_VERSION = 1  # bump when the on-disk layout of shards or their index changes
@@ -89,7 +95,6 @@ def shard_complete(d: Path, entry: dict | None, start: int, count: int, *, full:
 @contextlib.contextmanager
 def quiet_progress():
     """Silence `datasets` progress bars for library-internal writes."""
-    import datasets
 
     was = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
@@ -108,11 +113,6 @@ def columns_dataset(cols: dict, features):
     the time of writing a pseudo-label shard. The fingerprint is as deterministic (it lands in the shard's
     state.json, so equal rows still give equal shard digests).
     """
-    import datasets
-    import pyarrow as pa
-    import xxhash  # the hash datasets' own fingerprints use
-    from datasets.arrow_writer import OptimizedTypedSequence
-    from datasets.table import InMemoryTable, cast_array_to_feature
 
     typed = {}
     for col, values in cols.items():
@@ -186,7 +186,7 @@ def folder_lock(folder: Path, name: str = LOCK_FILE, on_wait=None):
     processes never write one shard folder at once. When another process holds it, `on_wait()` is called
     once (e.g. to say so), then this one waits for it."""
     try:
-        import fcntl
+        import fcntl  # local import: fcntl is POSIX-only
     except ImportError:  # pragma: no cover - non-POSIX
         yield
         return

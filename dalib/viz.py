@@ -4,8 +4,11 @@ Used by every notebook and by `python -m dalib predict`. Nothing here is needed 
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
@@ -23,7 +26,6 @@ def colorize(disp, mask=None, cmap: str = "Spectral_r", vmin: float | None = Non
     The range is the 2nd..98th percentile of valid pixels unless vmin/vmax are given; invalid
     pixels (mask False or non-finite) are black.
     """
-    import matplotlib
 
     d = to_numpy(disp).astype(np.float64)
     valid = np.isfinite(d) if mask is None else (to_numpy(mask).astype(bool) & np.isfinite(d))
@@ -40,7 +42,6 @@ def colorize(disp, mask=None, cmap: str = "Spectral_r", vmin: float | None = Non
 
 def show_grid(images, titles=None, ncols: int | None = None, size: float = 3.0, cmap: str | None = None):
     """Plot a list of (H, W) or (H, W, 3) arrays in a grid; returns the matplotlib figure."""
-    import matplotlib.pyplot as plt
 
     images = [to_numpy(im) for im in images]
     n = len(images)
@@ -61,12 +62,11 @@ def show_grid(images, titles=None, ncols: int | None = None, size: float = 3.0, 
 def has_widget_frontend() -> bool:
     """True inside a live Jupyter front end that can show ipywidgets; False under papermill/nbval/scripts."""
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # local import: IPython only inside a notebook kernel
 
         ip = get_ipython()
         if ip is None or "IPKernelApp" not in ip.config:
             return False
-        import os
 
         # papermill and nbval execute headless; they set no front end. JPY_SESSION_NAME is set by
         # JupyterLab / Notebook servers for kernels they start.
@@ -86,7 +86,7 @@ def show_markdown(text: str) -> None:
     IPython the text is printed as it is. Notebooks 00, 04, 05 and 07.
     """
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # local import: IPython only inside a notebook kernel
         from IPython.display import Markdown, display
     except ImportError:
         print(text)
@@ -104,7 +104,7 @@ def interactive_or_static(plot: Callable[..., None], static_values: dict, **slid
     JupyterLab (interactive) and under papermill/nbval (a static plot).
     """
     if has_widget_frontend():
-        import ipywidgets as widgets
+        import ipywidgets as widgets  # local import: ipywidgets only inside a notebook kernel
 
         controls = {}
         for name, spec in sliders.items():
@@ -127,7 +127,6 @@ def plot_residual_scales(residual, mask, scales: int = 4, size: float = 2.8, tit
     counted only where both pixels are valid, as `dalib.losses.gradient_matching_loss` sums them (the loss
     values themselves come from dalib.losses). Notebook 03. Returns the matplotlib figure.
     """
-    import matplotlib.pyplot as plt
 
     R = torch.as_tensor(to_numpy(residual))
     M = torch.as_tensor(to_numpy(mask)).bool()
@@ -180,7 +179,6 @@ def plot_point_cloud(points, colors=None, *, ax=None, max_points: int = 6000, si
     """3-D scatter of (H, W, 3) or (N, 3) camera-frame points (NaN rows skipped), coloured by (.., 3) uint8
     colours when given. Drawn with Z (depth) into the screen and -Y up, so the scene stands upright;
     a regular subsample keeps at most `max_points`. Returns the matplotlib figure."""
-    import matplotlib.pyplot as plt
 
     p = to_numpy(points).reshape(-1, 3)
     keep = np.isfinite(p).all(axis=1)

@@ -13,16 +13,19 @@ is not weights gets an error naming it, never advice to unpickle). Our own forma
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
+from huggingface_hub import hf_hub_download
 from torch import Tensor
 
 from dalib.images import PATCH
-from dalib.model import (CONFIG_FILE, CONFIGS, FORMAT, WEIGHT_FORMATS, WEIGHTS_FILE, DepthAnything, get_config,
-                         load_state_dict_strict, read_safetensors)
+from dalib.model import (CHECKPOINT_FORMAT, CONFIGS, MODEL_CONFIG_FILE, WEIGHT_FORMATS, WEIGHTS_FILE, DepthAnything,
+                         get_config, load_state_dict_strict, read_safetensors)
 from dalib.runfiles import read_json_object
 
 
@@ -245,8 +248,6 @@ def torch_load_tensors(path: Path, what: str = "weights file", advice: str = WEI
 
     torch's own error for such a file suggests `weights_only=False`, i.e. running the file's pickled code;
     this message does not, and names the file instead. Also reads the training state of `dalib.train`."""
-    import pickle
-    import zipfile
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -282,17 +283,17 @@ def load_weights(path: str | os.PathLike, encoder: str | None = None, version: s
         raise FileNotFoundError(f"{p}: no such weights file or directory")
     hf_out_indices = None
     if p.is_dir():
-        cfg_path = p / CONFIG_FILE
+        cfg_path = p / MODEL_CONFIG_FILE
         cfg = read_json_object(cfg_path, "a model folder's config.json describes the model (a dalib checkpoint's, "
                                "or a transformers one)") if cfg_path.is_file() else {}
-        if cfg.get("format") == FORMAT:
+        if cfg.get("format") == CHECKPOINT_FORMAT:
             model = DepthAnything.from_pretrained(p)
             if encoder and encoder != model.encoder:
                 raise ValueError(f"{p}: holds a {model.encoder!r} model, but encoder={encoder!r} was asked for")
             return model
         files = [p / n for n in (WEIGHTS_FILE, "pytorch_model.bin") if (p / n).is_file()]
         if not files:
-            raise FileNotFoundError(f"{p}: no {CONFIG_FILE} of a dalib checkpoint and no model.safetensors")
+            raise FileNotFoundError(f"{p}: no {MODEL_CONFIG_FILE} of a dalib checkpoint and no model.safetensors")
         hf_out_indices = (cfg.get("backbone_config") or {}).get("out_indices")
         p = files[0]
     sd = _read_state_dict(p)
@@ -313,7 +314,7 @@ def load_weights(path: str | os.PathLike, encoder: str | None = None, version: s
             if [i + 1 for i in CONFIGS[found].block_indices(v)] == list(hf_out_indices):
                 hf_version = v
         if hf_version is None:
-            raise ValueError(f"{p.parent}/{CONFIG_FILE}: out_indices {hf_out_indices} match neither V1 nor V2 "
+            raise ValueError(f"{p.parent}/{MODEL_CONFIG_FILE}: out_indices {hf_out_indices} match neither V1 nor V2 "
                              f"of {found!r}")
     try:
         if official:
@@ -340,8 +341,6 @@ def find_encoder_weights(encoder) -> Path:
     if local.is_file():
         return local
     try:
-        from huggingface_hub import hf_hub_download
-
         return Path(hf_hub_download(f"timm/{cfg.timm_name}.lvd142m", "model.safetensors", local_files_only=True))
     except Exception:
         pass

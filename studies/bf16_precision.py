@@ -56,7 +56,7 @@ def run_arm(arm: str, seed: int, out: Path, root, threads: int) -> dict:
 
 
 def report(rows: list[dict], base: dict, seeds: list[int]) -> str:
-    from dalib.seeds import mean_pm_std, summarize, t_interval
+    from dalib.seeds import mean_pm_std, summarize
 
     by = {(r["arm"], r["seed"]): r for r in rows}
     keys = ["clean", "clean_shuffled", "photo", "photo_shuffled", "middlebury", "train_s"]

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from dalib.data.serve import load
 
 ARMS = {
     "profile": {"steps": 420, "train": ("synth-indoor", "synth-outdoor")},
@@ -40,9 +41,8 @@ IMAGE_SIZE, CROP, BATCH, LR, N_TRAIN, N_TEST = 128, 84, 12, 3.0e-4, 1200, 96
 
 
 def _load(name, split, n, root, **kw):
-    from dalib import data
 
-    return data.load(name, split, root=root, n=n, height=IMAGE_SIZE, width=IMAGE_SIZE, **kw)
+    return load(name, split, root=root, n=n, height=IMAGE_SIZE, width=IMAGE_SIZE, **kw)
 
 
 def _labelled_train(name, n, root):
@@ -58,7 +58,8 @@ def train_arm(arm: str, seed: int, out: Path, root, threads: int, amp: bool = Tr
     """Train one arm for one seed; returns the path of its checkpoint and the training seconds. amp: as
     TrainConfig.amp (bf16 autocast where `dalib.distributed.bf16_autocast_supported`, else float32)."""
     from dalib.student import photometric_hooks
-    from dalib.train import TrainConfig, train
+    from dalib.train.config import TrainConfig
+    from dalib.train.loop import train
 
     spec = ARMS[arm]
     sources = [_labelled_train(name, N_TRAIN // len(spec["train"]), root) for name in spec["train"]]

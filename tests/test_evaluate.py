@@ -6,7 +6,8 @@ import pytest
 from dalib.evaluate import (MIDDLEBURY_SAMPLES, claim_lower, constant_predictor, dataset_arrays, evaluate,
                             evaluate_constant, evaluate_middlebury, evaluate_model, mean_disparity_baseline,
                             metrics_table, middlebury_samples, predict_disparities, results_table)
-from dalib.synth import MATERIALS, generate
+from dalib.synth.engine import generate
+from dalib.synth.scenes import MATERIALS
 
 
 @pytest.fixture(scope="module")

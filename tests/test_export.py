@@ -17,8 +17,11 @@ from PIL import Image
 from dalib import export as X
 from dalib import model as M
 from dalib import predict as P
-from dalib import pseudo_label as PL
 from dalib.__main__ import main as dalib_main
+from dalib.images import IMAGENET_MEAN, IMAGENET_STD, preprocess_batch
+from dalib.pos_embed import interpolate_pos_encoding, interpolate_pos_encoding_traceable
+from dalib.pseudo_label.labelling import pseudo_label
+from dalib.pseudo_label.pool import load_pseudo_labels
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -77,18 +80,18 @@ def test_traceable_position_interpolation_equals_eager():
     """The in-graph interpolation (symbolic grid) against the official bicubic one, incl. the unchanged table."""
     pos = torch.randn(1, 37 * 37 + 1, 16, generator=torch.Generator().manual_seed(0))
     for gh, gw in [(37, 37), (19, 25), (26, 34), (37, 50), (1, 2), (37, 36)]:
-        ref = M.interpolate_pos_encoding(pos, gh, gw)
-        out = M.interpolate_pos_encoding_traceable(pos, gh, gw)
+        ref = interpolate_pos_encoding(pos, gh, gw)
+        out = interpolate_pos_encoding_traceable(pos, gh, gw)
         assert out.shape == ref.shape
         torch.testing.assert_close(out, ref, rtol=0, atol=5e-5)
-    assert torch.equal(M.interpolate_pos_encoding_traceable(pos, 37, 37), pos)
+    assert torch.equal(interpolate_pos_encoding_traceable(pos, 37, 37), pos)
 
 
 def test_metadata(exported):
     meta = exported["runner"].metadata
-    assert meta["format"] == X.FORMAT
+    assert meta["format"] == X.ONNX_FORMAT
     assert (meta["encoder"], meta["version"], meta["patch_size"]) == ("vitt", "v2", "14")
-    assert np.allclose(eval(meta["input_mean"]), M.IMAGENET_MEAN) and np.allclose(eval(meta["input_std"]), M.IMAGENET_STD)
+    assert np.allclose(eval(meta["input_mean"]), IMAGENET_MEAN) and np.allclose(eval(meta["input_std"]), IMAGENET_STD)
     assert meta["source_sha256"] == X.checkpoint_sha256(exported["ckpt"]) and len(meta["source_sha256"]) == 64
     assert meta["weights_sha256"] == X.weights_sha256(exported["model"])
     other = M.DepthAnything("vitt")
@@ -102,10 +105,10 @@ def test_preprocess_batch_equals_per_image_reference():
     rng = np.random.default_rng(0)
     imgs = [rng.random((48, 64, 3), dtype=np.float32), rng.random((50, 64, 3), dtype=np.float32),
             rng.random((48, 64, 3)).astype(np.float64)]
-    x = M.preprocess_batch(imgs, (42, 56))
+    x = preprocess_batch(imgs, (42, 56))
     assert x.shape == (3, 3, 42, 56) and x.dtype == np.float32 and x.flags.c_contiguous
     for i, im in enumerate(imgs):
-        ref = (cv2.resize(im, (56, 42), interpolation=cv2.INTER_CUBIC) - np.asarray(M.IMAGENET_MEAN)) / np.asarray(M.IMAGENET_STD)
+        ref = (cv2.resize(im, (56, 42), interpolation=cv2.INTER_CUBIC) - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD)
         np.testing.assert_allclose(x[i], ref.transpose(2, 0, 1), rtol=1e-5, atol=1e-5)
 
 
@@ -155,17 +158,17 @@ def test_pseudo_label_onnxruntime_backend(exported, tmp_path):
         pngs.append({"bytes": buf.getvalue(), "path": None})
     src = datasets.Dataset.from_dict({"image": pngs}, features=datasets.Features({"image": datasets.Image()}))
     kw = dict(input_size=42, batch_size=2, num_workers=0, progress=False, backend="onnxruntime")
-    res = PL.pseudo_label(exported["onnx"], src, tmp_path / "from_onnx", **kw)
+    res = pseudo_label(exported["onnx"], src, tmp_path / "from_onnx", **kw)
     assert res["complete"] and res["images"] == 3
-    res = PL.pseudo_label(exported["ckpt"], src, tmp_path / "from_ckpt", **kw)  # cached export of the checkpoint
+    res = pseudo_label(exported["ckpt"], src, tmp_path / "from_ckpt", **kw)  # cached export of the checkpoint
     assert res["complete"] and res["images"] == 3
     ref = exported["model"].infer_batch([src[i]["image"] for i in range(3)], 42)
     for folder in ("from_onnx", "from_ckpt"):
-        ds = PL.load_pseudo_labels(tmp_path / folder).with_format("numpy")
+        ds = load_pseudo_labels(tmp_path / folder).with_format("numpy")
         for d, r in zip(ds["disparity"], ref):
             assert rel_err(np.asarray(d), r) < 1e-4
     with pytest.raises(ValueError, match="backend"):
-        PL.pseudo_label(exported["onnx"], src, tmp_path / "bad", backend="tensorrt")
+        pseudo_label(exported["onnx"], src, tmp_path / "bad", backend="tensorrt")
 
 
 # ----------------------------------------------------------------------------- bad inputs

@@ -19,6 +19,9 @@ from dalib import weights as W
 transformers = pytest.importorskip("transformers")
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation  # noqa: E402
 from transformers.models.dinov2 import modeling_dinov2  # noqa: E402
+from dalib.images import network_size
+from dalib.pos_embed import interpolate_pos_encoding
+from dalib.weights import from_hf_state_dict, from_official_state_dict, load_weights, to_hf_state_dict
 
 RTOL = 1e-4
 
@@ -94,7 +97,7 @@ def hf_vitt():
 
 @pytest.fixture(scope="module")
 def ours_vitt(hf_vitt):
-    return M.from_hf_state_dict(hf_vitt.state_dict(), "vitt").eval()
+    return from_hf_state_dict(hf_vitt.state_dict(), "vitt").eval()
 
 
 # ----------------------------------------------------------------------------- parity
@@ -138,7 +141,7 @@ def test_forward_features_and_encoder_tokens(hf_vitt, ours_vitt):
 def test_v1_takes_last_four_blocks(tmp_path):
     torch.manual_seed(0)
     hf = randomise_(DepthAnythingForDepthEstimation(hf_vitt_config(out_indices=(9, 10, 11, 12))), seed=5)
-    ours = M.from_hf_state_dict(hf.state_dict(), "vitt", version="v1").eval()
+    ours = from_hf_state_dict(hf.state_dict(), "vitt", version="v1").eval()
     assert ours.intermediate_layer_idx == (8, 9, 10, 11)
     x = torch.randn(1, 3, 182, 238, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
@@ -147,7 +150,7 @@ def test_v1_takes_last_four_blocks(tmp_path):
     assert rel_err(out, ref) < RTOL
     # a model directory written by transformers itself: the version is read from its config.json
     hf.save_pretrained(tmp_path / "hf_dir")
-    loaded = M.load_weights(tmp_path / "hf_dir").eval()
+    loaded = load_weights(tmp_path / "hf_dir").eval()
     assert loaded.version == "v1"
     with torch.no_grad():
         assert rel_err(loaded(x), ref) < RTOL
@@ -164,13 +167,13 @@ def test_swiglu_encoder_parity_and_conversion():
         reassemble_hidden_size=48, neck_hidden_sizes=[8, 16, 32, 48], fusion_hidden_size=16)
     torch.manual_seed(0)
     hf = randomise_(DepthAnythingForDepthEstimation(hc), seed=7)
-    ours = M.from_hf_state_dict(hf.state_dict(), cfg).eval()
+    ours = from_hf_state_dict(hf.state_dict(), cfg).eval()
     x = torch.randn(1, 3, 182, 238, generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
         out = ours(x)
     assert rel_err(out, hf_predict(hf, x)) < RTOL
     # legacy hub names (weights_in = [gate; up]) round-trip; official names (w12/w3) load
-    back = M.from_hf_state_dict(M.to_hf_state_dict(ours, legacy=True), cfg)
+    back = from_hf_state_dict(to_hf_state_dict(ours, legacy=True), cfg)
     for k, v in ours.state_dict().items():
         assert torch.equal(back.state_dict()[k], v), k
     official = {k.replace("mlp.fc1.", "mlp.w12.").replace("mlp.fc2.", "mlp.w3."): v for k, v in ours.state_dict().items()}
@@ -182,17 +185,17 @@ def test_swiglu_encoder_parity_and_conversion():
 
 def test_to_hf_state_dict_loads_strictly_and_matches(ours_vitt):
     hf = DepthAnythingForDepthEstimation(hf_vitt_config()).eval()
-    hf.load_state_dict(M.to_hf_state_dict(ours_vitt), strict=True)
+    hf.load_state_dict(to_hf_state_dict(ours_vitt), strict=True)
     x = torch.randn(2, 3, 238, 182, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         assert rel_err(ours_vitt(x), hf_predict(hf, x)) < RTOL
 
 
 def test_legacy_hf_names_round_trip(ours_vitt):
-    legacy = M.to_hf_state_dict(ours_vitt, legacy=True)
+    legacy = to_hf_state_dict(ours_vitt, legacy=True)
     assert "backbone.encoder.layer.0.attention.attention.query.weight" in legacy
     assert "backbone.encoder.layer.0.attention.output.dense.bias" in legacy
-    back = M.from_hf_state_dict(legacy, "vitt")
+    back = from_hf_state_dict(legacy, "vitt")
     for k, v in ours_vitt.state_dict().items():
         assert torch.equal(back.state_dict()[k], v), k
 
@@ -235,14 +238,14 @@ def test_official_layout_loads_strictly(tmp_path):
     assert len(shapes) == 239
     g = torch.Generator().manual_seed(0)
     sd = {k: torch.randn(v, generator=g) for k, v in shapes.items()}
-    model = M.from_official_state_dict(sd, "vits")
+    model = from_official_state_dict(sd, "vits")
     own = model.state_dict()
     assert set(own) == set(shapes)
     for k, v in sd.items():
         assert torch.equal(own[k], v), k
     # through a .pth file, read with weights_only=True, encoder inferred from the shapes
     torch.save(sd, tmp_path / "depth_anything_v2_vits.pth")
-    loaded = M.load_weights(tmp_path / "depth_anything_v2_vits.pth")
+    loaded = load_weights(tmp_path / "depth_anything_v2_vits.pth")
     assert loaded.encoder == "vits" and torch.equal(loaded.state_dict()["pretrained.blocks.3.ls1.gamma"],
                                                     sd["pretrained.blocks.3.ls1.gamma"])
 
@@ -252,7 +255,7 @@ def test_a_file_that_is_not_weights_says_so(tmp_path, suffix):
     path = tmp_path / f"random{suffix}"
     path.write_bytes(np.random.default_rng(0).bytes(1 << 16))
     with pytest.raises(ValueError, match="not a readable") as err:
-        M.load_weights(path)
+        load_weights(path)
     msg = str(err.value)
     assert str(path) in msg and "weights_only=False" not in msg
 
@@ -263,7 +266,7 @@ def test_a_pickle_with_objects_is_refused_without_running_it(tmp_path):
     path = tmp_path / "objects.pth"  # a datetime is not on torch's weights-only allow list
     torch.save({"pretrained.pos_embed": torch.zeros(1, 5, 192), "saved": datetime.date(2026, 1, 1)}, path)
     with pytest.raises(ValueError, match="never unpickled") as err:
-        M.load_weights(path)
+        load_weights(path)
     assert str(path) in str(err.value) and "weights_only=False" not in str(err.value)
 
 
@@ -272,11 +275,11 @@ def test_official_layout_errors_name_the_key():
     broken = dict(sd)
     del broken["depth_head.scratch.refinenet4.resConfUnit1.conv1.weight"]
     with pytest.raises(ValueError, match="refinenet4.resConfUnit1.conv1.weight"):
-        M.from_official_state_dict(broken, "vits")
+        from_official_state_dict(broken, "vits")
     bad = dict(sd)
     bad["pretrained.norm.weight"] = torch.zeros(5)
     with pytest.raises(ValueError, match=r"pretrained.norm.weight: got \(5,\), expected \(384,\)"):
-        M.from_official_state_dict(bad, "vits")
+        from_official_state_dict(bad, "vits")
 
 
 @pytest.mark.parametrize("name,count", [("vits", 24_785_089), ("vitb", 97_470_785), ("vitl", 335_315_649),
@@ -297,13 +300,13 @@ def test_encoder_count_and_configs():
 # ----------------------------------------------------------------------------- behaviour
 def test_position_embedding_interpolation():
     pos = torch.randn(1, 37 * 37 + 1, 8)
-    assert M.interpolate_pos_encoding(pos, 37, 37) is pos
-    out = M.interpolate_pos_encoding(pos, 37, 50)  # 518 x 700
+    assert interpolate_pos_encoding(pos, 37, 37) is pos
+    out = interpolate_pos_encoding(pos, 37, 50)  # 518 x 700
     assert out.shape == (1, 37 * 50 + 1, 8)
     torch.testing.assert_close(out[:, 0], pos[:, 0])
     # a constant table stays constant (bicubic weights sum to one)
     const = torch.ones(1, 37 * 37 + 1, 4)
-    torch.testing.assert_close(M.interpolate_pos_encoding(const, 26, 34), torch.ones(1, 26 * 34 + 1, 4))
+    torch.testing.assert_close(interpolate_pos_encoding(const, 26, 34), torch.ones(1, 26 * 34 + 1, 4))
 
 
 def test_input_checks():
@@ -347,11 +350,11 @@ def test_random_init_output_is_alive(seed):
 
 def test_network_size_matches_official_resize():
     # lower_bound resize to 518, multiple of 14: values worked out by hand from the official rule
-    assert M.network_size(480, 640) == (518, 686)  # scale 1.0792: 690.7 -> 49.3 patches -> 49
-    assert M.network_size(1000, 500) == (1036, 518)
-    assert M.network_size(518, 518) == (518, 518)
-    assert M.network_size(300, 301, 518) == (518, 518)  # 519.7 / 14 = 37.1 -> 37
-    h, w = M.network_size(123, 4567)
+    assert network_size(480, 640) == (518, 686)  # scale 1.0792: 690.7 -> 49.3 patches -> 49
+    assert network_size(1000, 500) == (1036, 518)
+    assert network_size(518, 518) == (518, 518)
+    assert network_size(300, 301, 518) == (518, 518)  # 519.7 / 14 = 37.1 -> 37
+    h, w = network_size(123, 4567)
     assert h >= 518 and h % 14 == 0 and w % 14 == 0
 
 
@@ -390,25 +393,25 @@ def test_save_and_load_formats(ours_vitt, tmp_path):
     ours_vitt.save_pretrained(tmp_path / "ckpt", extra={"step": 7})
     cfg = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert cfg["encoder"] == "vitt" and cfg["version"] == "v2" and cfg["extra"] == {"step": 7}
-    save_file({k: v.contiguous() for k, v in M.to_hf_state_dict(ours_vitt, legacy=True).items()},
+    save_file({k: v.contiguous() for k, v in to_hf_state_dict(ours_vitt, legacy=True).items()},
               str(tmp_path / "hf.safetensors"))
     torch.save(ours_vitt.state_dict(), tmp_path / "official.pth")
     for src in ("ckpt", "hf.safetensors", "official.pth"):
-        m = M.load_weights(tmp_path / src).eval()
+        m = load_weights(tmp_path / src).eval()
         assert m.encoder == "vitt"
         with torch.no_grad():
             torch.testing.assert_close(m(x), ref, msg=src)
     with pytest.raises(ValueError, match="'vitt'.*encoder='vits'"):
-        M.load_weights(tmp_path / "official.pth", encoder="vits")
+        load_weights(tmp_path / "official.pth", encoder="vits")
     with pytest.raises(FileNotFoundError, match="nothere"):
-        M.load_weights(tmp_path / "nothere.pth")
+        load_weights(tmp_path / "nothere.pth")
 
 
 def test_pretrained_encoder_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("DALIB_WEIGHTS_DIR", str(tmp_path / "weights"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="no released DINOv2 weights"):
-        M.DepthAnything("vitt", pretrained_encoder=True)
+        W.build_model("vitt", pretrained_encoder=True)
     import huggingface_hub
 
     def empty_cache(*a, **k):  # as on a machine whose Hugging Face cache lacks the file
@@ -416,29 +419,16 @@ def test_pretrained_encoder_offline(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", empty_cache)
     with pytest.raises(FileNotFoundError, match=r"weights[/\\]dinov2_vits14_pretrain.pth"):
-        M.DepthAnything("vits", pretrained_encoder=True)
+        W.build_model("vits", pretrained_encoder=True)
     # a timm-format encoder file (no mask_token) initialises `pretrained`
     from safetensors.torch import save_file
 
     src = M.DepthAnything("vitt")
     enc = {k: v.contiguous() for k, v in src.pretrained.state_dict().items() if k != "mask_token"}
     save_file(enc, str(tmp_path / "enc.safetensors"))
-    m = M.DepthAnything("vitt", pretrained_encoder=tmp_path / "enc.safetensors")
-    for k, v in enc.items():
-        assert torch.equal(m.pretrained.state_dict()[k], v), k
-    built = W.build_model("vitt", pretrained_encoder=tmp_path / "enc.safetensors")  # the same, one layer up
+    built = W.build_model("vitt", pretrained_encoder=tmp_path / "enc.safetensors")
     for k, v in enc.items():
         assert torch.equal(built.pretrained.state_dict()[k], v), k
-
-
-def test_weight_loading_names_stay_reachable_from_dalib_model():
-    for name in ("load_weights", "from_official_state_dict", "from_hf_state_dict", "to_hf_state_dict", "hf_config",
-                 "infer_encoder", "find_encoder_weights", "resolve_pretrained_encoder", "load_encoder_weights"):
-        assert getattr(M, name) is getattr(W, name), name
-    from dalib.model import load_weights  # noqa: F401  (`from ... import` goes through the same lookup)
-
-    with pytest.raises(AttributeError, match="no_such_name"):
-        M.no_such_name
 
 
 def test_inference_leaves_each_module_in_its_own_mode():

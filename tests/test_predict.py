@@ -11,6 +11,7 @@ from PIL import Image
 
 from dalib import model as M
 from dalib import predict as P
+from dalib.images import pil_to_rgb, read_image
 
 SIZE = ["--input-size", "56"]  # tiny network input: these tests check files and formats, not depth quality
 
@@ -52,23 +53,23 @@ def images(tmp_path):
 
 def test_pil_to_rgb_modes():
     g16 = Image.fromarray(np.array([[0, 65535]], np.uint16))
-    a = P.pil_to_rgb(g16)
+    a = pil_to_rgb(g16)
     assert a.shape == (1, 2, 3) and a.dtype == np.float32 and a[0, 1, 0] == 1.0 and a[0, 0, 0] == 0.0
     rgba = Image.fromarray(np.zeros((2, 3, 4), np.uint8) + 7, "RGBA")
-    assert P.pil_to_rgb(rgba).shape == (2, 3, 3)
+    assert pil_to_rgb(rgba).shape == (2, 3, 3)
     pal = Image.fromarray(np.zeros((4, 4), np.uint8)).convert("P")
-    assert P.pil_to_rgb(pal).shape == (4, 4, 3)
+    assert pil_to_rgb(pal).shape == (4, 4, 3)
     f = Image.fromarray(np.array([[1.0, 3.0]], np.float32), "F")
-    np.testing.assert_allclose(P.pil_to_rgb(f)[0, :, 0], [0.0, 1.0])
+    np.testing.assert_allclose(pil_to_rgb(f)[0, :, 0], [0.0, 1.0])
 
 
 def test_read_image_exif_large_and_corrupt(images, tmp_path):
-    assert P.read_image(images / "rotated.jpg").shape == (40, 20, 3)  # EXIF rotation applied
+    assert read_image(images / "rotated.jpg").shape == (40, 20, 3)  # EXIF rotation applied
     big = tmp_path / "big.png"
     Image.fromarray(gradient_rgb(300, 600)).save(big)
-    assert P.read_image(big, max_size=120).shape == (60, 120, 3)
+    assert read_image(big, max_size=120).shape == (60, 120, 3)
     with pytest.raises(ValueError, match="corrupt.png"):
-        P.read_image(images / "corrupt.png")
+        read_image(images / "corrupt.png")
 
 
 def test_disparity_to_uint16():
@@ -141,7 +142,7 @@ def test_multi_frame_image_warns_and_uses_the_first_frame(tmp_path):
     path = tmp_path / "anim.gif"
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=50)
     with pytest.warns(UserWarning, match=r"anim\.gif: 3 frames .*using the first"):
-        rgb = P.read_image(path)
+        rgb = read_image(path)
     assert rgb.shape == (8, 10, 3) and abs(int(rgb.mean()) - 10) <= 2
 
 

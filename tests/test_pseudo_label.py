@@ -12,11 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
-import dalib.pseudo_label as PL
 import dalib.pseudo_label.labelling as labelling
 import dalib.pseudo_label.pool as pool_module
 from dalib.model import DepthAnything
 from dalib.runfiles import REPO_ROOT
+from dalib.data.serve import load
+from dalib.pseudo_label.cli import main
+from dalib.pseudo_label.labelling import pseudo_label
+from dalib.pseudo_label.pool import load_pseudo_labels, load_pseudo_pool, status
+from dalib.pseudo_label.sources import parse_shard, shards_of
+from dalib.pseudo_label.store import write_label_shard
 
 INPUT = 42  # network input: shorter side 42 px (3 patches), enough to exercise the aspect-keeping resize
 
@@ -62,11 +67,11 @@ def photos():
 
 def run(teacher, src, out, **kw):
     base = dict(input_size=INPUT, batch_size=2, shard_size=3, num_workers=0, progress=False)
-    return PL.pseudo_label(teacher, src, out, **{**base, **kw})
+    return pseudo_label(teacher, src, out, **{**base, **kw})
 
 
 def labels_of(out):
-    ds = PL.load_pseudo_labels(out).with_format("numpy")
+    ds = load_pseudo_labels(out).with_format("numpy")
     return list(ds["source_row"]), [np.asarray(d) for d in ds["disparity"]]
 
 
@@ -80,7 +85,7 @@ def clean(teacher, photos, tmp_path_factory):
 def test_labels_equal_infer_batch(teacher, photos, clean):
     out, res = clean
     assert res["images"] == 7 and res["complete"] and res["images_per_s"] > 0 and res["shards"] == 3
-    ds = PL.load_pseudo_labels(out)
+    ds = load_pseudo_labels(out)
     assert ds.column_names == ["image", "source_row", "index", "disparity"]
     assert list(ds["index"]) == list(range(100, 107)) and list(ds["source_row"]) == list(range(7))
     pil = [photos[i]["image"] for i in range(len(photos))]
@@ -101,15 +106,14 @@ def test_labels_equal_infer_batch(teacher, photos, clean):
 
 
 def test_synth_photo_with_heldout_and_workers(teacher, tmp_path):
-    from dalib import data
 
-    src = data.load("synth-photo", "train", n=4, height=56, width=70, root=tmp_path / "data", with_heldout=True)
+    src = load("synth-photo", "train", n=4, height=56, width=70, root=tmp_path / "data", with_heldout=True)
     teacher.train()  # the training flag is restored afterwards, labels are computed in eval mode
     res = run(teacher, src, tmp_path / "pl", keep_columns=["heldout_depth", "kind"], num_workers=1, batch_size=4)
     assert teacher.training
     teacher.eval()
     assert res["images"] == 4
-    ds = PL.load_pseudo_labels(tmp_path / "pl").with_format("numpy")
+    ds = load_pseudo_labels(tmp_path / "pl").with_format("numpy")
     assert ds.column_names == ["image", "source_row", "heldout_depth", "kind", "disparity"]
     np.testing.assert_array_equal(ds["heldout_depth"], src.with_format("numpy")["heldout_depth"])
     ref = teacher.infer_batch([src[i]["image"] for i in range(4)], INPUT, batch_size=4)
@@ -119,12 +123,12 @@ def test_synth_photo_with_heldout_and_workers(teacher, tmp_path):
 
 def test_shards_together_equal_unsharded(teacher, photos, clean, tmp_path):
     out = tmp_path / "pl"
-    assert PL.shards_of(1, 3, 8) == [1, 4, 7]
+    assert shards_of(1, 3, 8) == [1, 4, 7]
     run(teacher, photos, out, shard="2/3")
     run(teacher, photos, out, shard=(0, 3))
     with pytest.raises(FileNotFoundError, match=r"shards 1 of 0-2 \(rows 3-5\)"):
-        PL.load_pseudo_labels(out)
-    assert PL.status(out)["missing"] == [1]
+        load_pseudo_labels(out)
+    assert status(out)["missing"] == [1]
     res = run(teacher, photos, out, shard="1/3")
     assert res["complete"] and res["images"] == 3
     rows, labels = labels_of(out)
@@ -137,7 +141,7 @@ def test_shards_together_equal_unsharded(teacher, photos, clean, tmp_path):
 def test_interrupted_run_resumes(teacher, photos, clean, tmp_path, monkeypatch):
     out = tmp_path / "pl"
     written = []
-    real = labelling.write_label_shard
+    real = write_label_shard
 
     def flaky(out_, k, *a, **kw):
         if written:
@@ -148,7 +152,7 @@ def test_interrupted_run_resumes(teacher, photos, clean, tmp_path, monkeypatch):
     monkeypatch.setattr(labelling, "write_label_shard", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
         run(teacher, photos, out)
-    assert written == [0] and PL.status(out)["complete"] == [0]
+    assert written == [0] and status(out)["complete"] == [0]
     (out / ".shard-00001.tmp-12345").mkdir()  # leftover of a write that was killed mid-way
     (out / ".shard-00001.tmp-12345" / "data.arrow").write_bytes(b"partial")
     (out / "shard-00002").mkdir()  # a folder renamed in place but never recorded: not trusted
@@ -180,11 +184,11 @@ def test_damaged_shard_detected_and_rebuilt(teacher, photos, clean, tmp_path, mo
     data = bytearray(arrow.read_bytes())
     data[-200:-100] = bytes(100)  # same size, different bytes: only the checksum sees it
     arrow.write_bytes(bytes(data))
-    assert PL.status(out)["complete"] == [0, 1, 2]  # the size check passes
+    assert status(out)["complete"] == [0, 1, 2]  # the size check passes
     with pytest.raises(FileNotFoundError, match=r"shards 1 of 0-2 \(rows 3-5\)"):
-        PL.load_pseudo_labels(out, verify=True)
+        load_pseudo_labels(out, verify=True)
     written = []
-    real = labelling.write_label_shard
+    real = write_label_shard
     monkeypatch.setattr(labelling, "write_label_shard", lambda o, k, *a, **kw: written.append(k) or real(o, k, *a, **kw))
     res = run(teacher, photos, out)
     assert written == [1] and res["images"] == 3
@@ -193,7 +197,7 @@ def test_damaged_shard_detected_and_rebuilt(teacher, photos, clean, tmp_path, mo
         np.testing.assert_array_equal(a, b)
     (out / "shard-00002" / "state.json").unlink()  # a missing file
     with pytest.raises(FileNotFoundError, match=r"shards 2 of 0-2 \(rows 6\)"):
-        PL.load_pseudo_labels(out)
+        load_pseudo_labels(out)
 
 
 def test_cli_and_torchrun_env(teacher_dir, photos, clean, tmp_path):
@@ -202,10 +206,10 @@ def test_cli_and_torchrun_env(teacher_dir, photos, clean, tmp_path):
     out = tmp_path / "pl"
     args = ["--teacher", str(teacher_dir), "--source", str(src), "--out", str(out), "--input-size", str(INPUT),
             "--batch-size", "2", "--shard-size", "3", "--device", "cpu", "--quiet"]
-    assert PL.main(args + ["--shard", "0/2", "--num-workers", "0"]) == 0
-    assert PL.status(out)["complete"] == [0, 2]
+    assert main(args + ["--shard", "0/2", "--num-workers", "0"]) == 0
+    assert status(out)["complete"] == [0, 2]
     env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-    code = "import sys, torch; torch.set_num_threads(1); from dalib.pseudo_label import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys, torch; torch.set_num_threads(1); from dalib.pseudo_label.cli import main; sys.exit(main(sys.argv[1:]))"
     p = subprocess.run([sys.executable, "-c", code, *args, "--num-workers", "1"], env=env, capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr
@@ -217,7 +221,7 @@ def test_cli_and_torchrun_env(teacher_dir, photos, clean, tmp_path):
 
 def test_clear_errors(teacher, photos, tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="teacher: .*nope.safetensors"):
-        PL.pseudo_label(tmp_path / "nope.safetensors", photos, tmp_path / "a", progress=False)
+        pseudo_label(tmp_path / "nope.safetensors", photos, tmp_path / "a", progress=False)
     no_image = datasets.Dataset.from_dict({"picture": [1, 2]})
     with pytest.raises(ValueError, match=r"no 'image' column \(columns: \['picture'\]\)"):
         run(teacher, no_image, tmp_path / "b")
@@ -225,14 +229,14 @@ def test_clear_errors(teacher, photos, tmp_path, capsys):
         run(teacher, photos, tmp_path / "c", keep_columns=["depth"])
     for bad in ("3/2", "1-2", "0/0", "a/b"):
         with pytest.raises(ValueError, match="shard"):
-            PL.parse_shard(bad)
+            parse_shard(bad)
     with pytest.raises(SystemExit) as e:
-        PL.main(["--teacher", "t", "--source", "s", "--out", "o", "--shard", "4/4"])
+        main(["--teacher", "t", "--source", "s", "--out", "o", "--shard", "4/4"])
     assert e.value.code == 2 and "--shard" in capsys.readouterr().err
-    assert PL.main(["--teacher", str(tmp_path / "missing"), "--source", "s", "--out", str(tmp_path / "d")]) == 1
+    assert main(["--teacher", str(tmp_path / "missing"), "--source", "s", "--out", str(tmp_path / "d")]) == 1
     assert "teacher: " in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="index.json: missing"):
-        PL.load_pseudo_labels(tmp_path / "empty")
+        load_pseudo_labels(tmp_path / "empty")
     out = tmp_path / "e"
     run(teacher, photos.select(range(2)), out)
     with pytest.raises(ValueError, match="another job.*input_size"):
@@ -250,7 +254,7 @@ def test_exif_rotated_jpeg_labelled_as_datasets_decodes_it(teacher, tmp_path):
     src = datasets.Dataset.from_dict({"image": [{"bytes": buf.getvalue(), "path": None}]},
                                      features=datasets.Features({"image": datasets.Image()}))
     run(teacher, src, tmp_path / "pl")
-    row = PL.load_pseudo_labels(tmp_path / "pl").with_format("numpy")[0]
+    row = load_pseudo_labels(tmp_path / "pl").with_format("numpy")[0]
     assert row["image"].shape[:2] == row["disparity"].shape == (30, 20)
     np.testing.assert_allclose(row["disparity"], teacher.infer_batch([src[0]["image"]], INPUT)[0], rtol=1e-5, atol=1e-6)
 
@@ -274,13 +278,13 @@ def two_folders(teacher, photos, clean, tmp_path_factory):
 
 def test_load_pseudo_pool_concatenates_folders(two_folders):
     a, b = two_folders
-    pool = PL.load_pseudo_pool([a, b])
+    pool = load_pseudo_pool([a, b])
     assert pool.column_names == ["image", "disparity"] and len(pool) == 10
     assert isinstance(pool.features["image"], datasets.Image)
     assert pool.features["disparity"] == datasets.List(datasets.List(datasets.Value("float32")))
-    per_folder = [PL.load_pseudo_labels(d).with_format("numpy") for d in (a, b)]
+    per_folder = [load_pseudo_labels(d).with_format("numpy") for d in (a, b)]
     ref_disp = [np.asarray(d) for ds in per_folder for d in ds["disparity"]]
-    ref_img = [PL.load_pseudo_labels(d)[i]["image"] for d in (a, b) for i in range(len(PL.load_pseudo_labels(d)))]
+    ref_img = [load_pseudo_labels(d)[i]["image"] for d in (a, b) for i in range(len(load_pseudo_labels(d)))]
     got = pool.with_format("numpy")
     for i in range(10):
         d = np.asarray(got[i]["disparity"])
@@ -289,33 +293,33 @@ def test_load_pseudo_pool_concatenates_folders(two_folders):
         assert pool[i]["image"].tobytes() == ref_img[i].tobytes()
     assert {d.shape for d in ref_disp[7:]} == {(40, 60), (60, 40), (42, 42)}  # sizes differ between folders
     for d in (a, b):  # reading the pool leaves the shards intact (no cache files written next to them)
-        assert PL.status(d)["missing"] == []
-        PL.load_pseudo_labels(d, verify=True)
-    single = PL.load_pseudo_pool(b)  # one folder, as a plain path
+        assert status(d)["missing"] == []
+        load_pseudo_labels(d, verify=True)
+    single = load_pseudo_pool(b)  # one folder, as a plain path
     assert single.column_names == ["image", "disparity"] and len(single) == 3
 
 
 def test_load_pseudo_pool_exclude_paths(two_folders):
     a, b = two_folders
-    pool = PL.load_pseudo_pool([a, b], exclude_paths=["motorcycle_left.png"])
+    pool = load_pseudo_pool([a, b], exclude_paths=["motorcycle_left.png"])
     assert len(pool) == 9
-    ref = PL.load_pseudo_labels(b).with_format("numpy")
+    ref = load_pseudo_labels(b).with_format("numpy")
     np.testing.assert_array_equal(np.asarray(pool.with_format("numpy")[7]["disparity"]), ref[0]["disparity"])
     np.testing.assert_array_equal(np.asarray(pool.with_format("numpy")[8]["disparity"]), ref[2]["disparity"])
-    assert len(PL.load_pseudo_pool([b], exclude_paths=["data/c.png", "data/a.png"])) == 1
+    assert len(load_pseudo_pool([b], exclude_paths=["data/c.png", "data/a.png"])) == 1
 
 
 def test_load_pseudo_pool_errors(two_folders, tmp_path, monkeypatch):
     a, b = two_folders
     with pytest.raises(ValueError, match="no folders"):
-        PL.load_pseudo_pool([])
+        load_pseudo_pool([])
     with pytest.raises(FileNotFoundError, match="index.json"):
-        PL.load_pseudo_pool([a, tmp_path / "nothing"])
-    real = PL.load_pseudo_labels
+        load_pseudo_pool([a, tmp_path / "nothing"])
+    real = load_pseudo_labels
     monkeypatch.setattr(pool_module, "load_pseudo_labels",
                         lambda d, **kw: real(d, **kw).remove_columns(["disparity"]) if str(d) == str(b) else real(d, **kw))
     with pytest.raises(ValueError, match=re.escape(str(b)) + r".*no column.*'disparity'"):
-        PL.load_pseudo_pool([a, b])
+        load_pseudo_pool([a, b])
 
 
 @pytest.mark.slow
@@ -327,7 +331,8 @@ def test_launch_pseudo_label_under_torchrun_matches_one_process(tmp_path, monkey
     import torch
 
     from dalib.model import DepthAnything
-    from dalib.pseudo_label import launch_pseudo_label, load_pseudo_labels
+    from dalib.pseudo_label.labelling import launch_pseudo_label
+    from dalib.pseudo_label.pool import load_pseudo_labels
 
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(k, raising=False)
@@ -376,10 +381,10 @@ def test_load_pseudo_pool_never_serves_a_shard_overwritten_in_place(teacher, pho
     arrow.write_bytes(bytes(blob))
     with pytest.raises(FileNotFoundError, match=r"damaged.*shard-00001 \(rows 3-5\); run dalib.pseudo_label again "
                                                 r".*re-labels damaged shards.*or delete"):
-        PL.load_pseudo_pool(out)
+        load_pseudo_pool(out)
     assert run(teacher, photos, out)["images"] == 3  # only the damaged shard
-    for a, b in zip(PL.load_pseudo_pool(out).with_format("numpy")["disparity"],
-                    PL.load_pseudo_pool(clean[0]).with_format("numpy")["disparity"]):
+    for a, b in zip(load_pseudo_pool(out).with_format("numpy")["disparity"],
+                    load_pseudo_pool(clean[0]).with_format("numpy")["disparity"]):
         np.testing.assert_array_equal(a, b)
 
 
@@ -406,5 +411,5 @@ def test_two_identical_labellers_at_once_never_undo_each_other(teacher_dir, tmp_
         assert p.returncode == 0 and "Traceback" not in stderr, stderr[-3000:]
     labelled = sorted(int(re.search(r"labelled (\d+) images", stdout).group(1)) for stdout, _ in results)
     assert labelled == [0, n]  # one labelled everything, the other found it done
-    assert len(PL.load_pseudo_labels(out, verify=True)) == n
+    assert len(load_pseudo_labels(out, verify=True)) == n
     assert not list(out.glob(".shard-*"))  # no temporary folder left behind

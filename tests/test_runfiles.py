@@ -10,6 +10,7 @@ import pytest
 
 from dalib import runfiles
 from dalib.runfiles import atomic_write_bytes, atomic_write_json, load_metrics, record_metrics
+from dalib.train.checkpoints import training_summary
 
 
 def test_write_and_replace(tmp_path):
@@ -93,7 +94,7 @@ def test_training_summary_reads_the_run_log(tmp_path):
     rows = [{"step": 1, "total": 3.0, "elapsed_s": 1.5}, {"step": 2, "total": 2.5, "feat": 0.25, "elapsed_s": 4.0}]
     (out / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = SimpleNamespace(out_dir=str(out), steps=2, batch_size=6, datasets=[[0] * 32, "synth-indoor"])
-    s = runfiles.training_summary(tmp_path, cfg, {"checkpoint": str(out / "checkpoints" / "step-00000002")})
+    s = training_summary(tmp_path, cfg, {"checkpoint": str(out / "checkpoints" / "step-00000002")})
     assert s["checkpoint_rel"] == os.path.join("teacher", "checkpoints", "step-00000002")
     assert (s["steps"], s["batch_size"], s["images_seen"]) == (2, 6, 12)
     assert s["train_images"] == [32, None] and (s["final_loss"], s["final_feat"]) == (2.5, 0.25)
@@ -117,7 +118,7 @@ def test_checkpoint_files_get_the_mode_open_gives_under_the_umask(tmp_path):
     import torch
 
     from dalib.model import DepthAnything
-    from dalib.train import save_checkpoint
+    from dalib.train.checkpoints import save_checkpoint
 
     model = DepthAnything("vitt")
     opt = torch.optim.AdamW(model.parameters())

@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dalib.imagestats import median_stats, real_reference_images
-from dalib.synth import (MATERIALS, SCENE_KINDS, STYLES, Scene, generate, iter_generate, render_scenes,
-                         simulate_sensor)
+from dalib.synth.engine import generate, iter_generate, render_scenes
+from dalib.synth.scenes import MATERIALS, SCENE_KINDS, STYLES, Scene
+from dalib.synth.sensor import simulate_sensor
 from dalib.synth.style import photo_params
 
 PLAIN, GLASS, MIRROR, THIN, SKY = range(5)

@@ -15,16 +15,12 @@ import torch
 from safetensors.torch import load_file
 
 from dalib.runfiles import REPO_ROOT
-from dalib.train import (
-    BatchPlan,
-    TrainConfig,
-    config_from_args,
-    latest_checkpoint,
-    load_train_state,
-    lr_factor,
-    per_batch,
-    train,
-)
+from dalib.train.checkpoints import latest_checkpoint, load_train_state
+from dalib.train.cli import config_from_args
+from dalib.train.config import TrainConfig
+from dalib.train.loop import train
+from dalib.train.plan import BatchPlan
+from dalib.train.step import lr_factor
 from dalib.transforms import JointTransform
 
 
@@ -121,7 +117,7 @@ def test_config_errors_name_the_field(scenes):
 
 
 def test_cli_rejects_a_negative_learning_rate(scenes_dir, tmp_path, capsys):
-    from dalib.train import main
+    from dalib.train.cli import main
 
     out = tmp_path / "run"
     rc = main(cli(scenes_dir, out, 1, lr_encoder=-1))
@@ -206,19 +202,21 @@ def test_same_seed_same_loss_curve(tmp_path, scenes):
 
 
 def test_hooks_add_loss_terms(tmp_path, scenes):
-    """The student recipe plugs in through TrainHooks: input transforms and extra loss terms."""
-    from dalib.train import TrainHooks
+    """The student recipe plugs in through TrainHooks: perturbed inputs and extra loss terms on the tokens."""
+    from dalib.train.step import TrainHooks
 
     class Extra(TrainHooks):
         seen = []
 
-        def transform_batch(self, batch, step):
+        wants_tokens = True
+
+        def perturb_batch(self, batch, step):
             self.seen.append(step)
             batch["image"] = batch["image"] * 0.5  # e.g. a photometric perturbation
             return batch
 
-        def extra_losses(self, model, batch, outputs, step):
-            return {"feat": 0.1 * outputs["pred"].float().mean()}
+        def extra_losses(self, batch, tokens, step):
+            return {"feat": 0.1 * tokens.float().pow(2).mean()}
 
     train(tiny(tmp_path / "h", scenes, steps=3), hooks=Extra())
     assert Extra.seen == [0, 1, 2]
@@ -329,7 +327,7 @@ def test_pretrained_encoder_auto_falls_back_to_random_init_with_a_warning(tmp_pa
 
 
 def test_read_log_and_training_seconds_add_resumed_segments(tmp_path):
-    from dalib.train import read_log, training_seconds
+    from dalib.train.checkpoints import read_log, training_seconds
 
     recs = [{"step": 1, "elapsed_s": 1.0}, {"step": 2, "elapsed_s": 2.5},  # first segment, killed
             {"step": 3, "elapsed_s": 0.8}, {"step": 4, "elapsed_s": 1.5}]  # resumed: the timer restarts
@@ -352,7 +350,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, s
 
 
 def test_lr_range_test_records_a_geometric_sweep(scenes):
-    from dalib.train import lr_range_test
+    from dalib.train.diagnostics import lr_range_test
 
     rec = lr_range_test(tiny("unused", scenes), lr_min=1e-6, lr_max=1e-1, steps=12)
     lrs = [r["lr_encoder"] for r in rec]
@@ -363,7 +361,7 @@ def test_lr_range_test_records_a_geometric_sweep(scenes):
 
 
 def test_overfit_one_batch_drives_the_loss_down(scenes):
-    from dalib.train import overfit_batch
+    from dalib.train.diagnostics import overfit_batch
 
     losses = overfit_batch(tiny("unused", scenes, lr_encoder=3e-4, warmup_steps=2), steps=40)
     assert len(losses) == 40
@@ -372,7 +370,7 @@ def test_overfit_one_batch_drives_the_loss_down(scenes):
 
 def test_bf16_autocast_only_where_it_pays_off(monkeypatch):
     from dalib.distributed import bf16_autocast_supported, cpu_has_native_bf16
-    from dalib.train import use_autocast
+    from dalib.train.step import use_autocast
 
     cfg = TrainConfig()
     monkeypatch.setenv("DALIB_CPU_BF16", "0")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dalib.model import IMAGENET_MEAN, IMAGENET_STD
+from dalib.images import IMAGENET_MEAN, IMAGENET_STD
 from dalib.transforms import (
     JointTransform,
     finalize_target,

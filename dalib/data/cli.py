@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -23,8 +24,6 @@ def _on_disk(m: dict) -> str:
                 built.append(f"{split}:{st['n']}" + ("" if st["ok"] else "(damaged)"))
         return ", ".join(built) or "not built (built on first load)"
     if stype == "bundled":
-        import importlib.util
-
         return "installed" if importlib.util.find_spec(m["source"]["package"]) else f"pip install {m['source']['package']}"
     try:
         local = local_copy(m, None)

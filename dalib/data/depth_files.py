@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from dalib.data.schema import UNITS_TO_M, DataSourceError
 
@@ -70,8 +71,6 @@ def read_depth_file(path: str | os.PathLike, key: str | None = None) -> np.ndarr
     path = Path(path)
     suf = path.suffix.lower()
     if suf in (".png", ".tif", ".tiff"):
-        from PIL import Image
-
         with Image.open(path) as im:
             return np.array(im)
     if suf == ".npy":
@@ -81,7 +80,7 @@ def read_depth_file(path: str | os.PathLike, key: str | None = None) -> np.ndarr
             return z[key or z.files[0]]
     if suf in (".h5", ".hdf5"):
         try:
-            import h5py
+            import h5py  # local import: h5py only for HDF5 / .mat v7.3 depth files
         except ImportError as e:
             raise DataSourceError(f"{path}: reading HDF5 depth needs `pip install h5py`") from e
         with h5py.File(path, "r") as f:
@@ -106,7 +105,6 @@ def read_depth_file(path: str | os.PathLike, key: str | None = None) -> np.ndarr
 
 def rgb_image(path) -> dict:
     """A datasets.Image value: the file's own bytes when already 8-bit RGB, else re-encoded as RGB PNG."""
-    from PIL import Image
 
     data = Path(path).read_bytes()
     with Image.open(io.BytesIO(data)) as im:

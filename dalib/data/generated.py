@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import datasets
 import numpy as np
 
 from dalib.data.schema import (SENSORS, array_features, data_root, data_root_error, dataset_ref, get_manifest,
@@ -15,6 +16,9 @@ from dalib.data.schema import (SENSORS, array_features, data_root, data_root_err
 from dalib.shards import (FORMAT_VERSION, INDEX_FILE, columns_dataset, damaged_shards, folder_lock, mark_verified,
                           read_index, shard_complete, shard_grid, shard_name, shard_ok, sweep_temp, write_index,
                           write_shard)
+from dalib.synth.engine import generate
+from dalib.synth.sensor import simulate_sensor
+from dalib.synth.style import STYLE_VERSIONS
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -50,7 +54,6 @@ def _generator_params(m: dict, split: str, height=None, width=None, shard_size=N
     shard_size = _positive_int(m, "shard_size", shard_size, "rows")
     params = {"format": FORMAT_VERSION, "kinds": kinds, "style": src["style"], "seed": int(split_entry(m, split)["seed"]),
               "height": h, "width": w, "sensor": src.get("sensor"), "shard_size": int(shard_size)}
-    from dalib.synth.style import STYLE_VERSIONS
 
     if STYLE_VERSIONS.get(src["style"], 1) != 1:  # a recalibrated style: builds of the older one are rebuilt
         params["style_version"] = STYLE_VERSIONS[src["style"]]
@@ -76,7 +79,6 @@ def generate_rows(params: dict, start: int, count: int) -> dict:
     With several kinds, sample i has kind kinds[i % K] and is the generator's sample i // K of that
     kind; a sensor variant stores the simulated label as `depth` and the exact one as `depth_exact`.
     """
-    from dalib.synth import generate, simulate_sensor
 
     kinds, k = params["kinds"], len(params["kinds"])
     h, w = params["height"], params["width"]
@@ -118,8 +120,6 @@ def _json_default(x):
 
 
 def _generator_features(params: dict):
-    import datasets
-
     feats = array_features((params["height"], params["width"]), True,
                             ("depth_exact",) if params["sensor"] else ())
     feats.update(index=datasets.Value("int64"), kind=datasets.Value("string"), meta=datasets.Value("string"))
@@ -128,7 +128,6 @@ def _generator_features(params: dict):
 
 def _write_shard(params: dict, start: int, count: int, dest: Path, chunk: int = 32) -> dict:
     """Generate rows [start, start+count) and save them atomically to `dest` (temp folder + rename)."""
-    import datasets
 
     feats = _generator_features(params)
     parts = []
@@ -212,7 +211,6 @@ def build_status(name: str, split: str, *, root=None, height=None, width=None) -
 
 def load_generated(m: dict, split: str, *, root, n, height, width):
     """The first n samples of a generator split, (re)built first when missing, incomplete or damaged."""
-    import datasets
 
     st = build_status(m["name"], split, root=root, height=height, width=width)
     want = n if n is not None else (st["n"] or split_entry(m, split)["size"])

@@ -7,7 +7,11 @@ import os
 import re
 from pathlib import Path
 
+import datasets
+import yaml
+
 from dalib.runfiles import REPO_ROOT
+from dalib.synth.scenes import SCENE_KINDS, STYLES
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -19,8 +23,6 @@ DEPTH_KINDS = ("planar", "ray", "disparity")  # what the stored number measures
 UNITS_TO_M = {"m": 1.0, "cm": 0.01, "mm": 0.001}  # depth units; disparity is in "px"
 UNITS = (*UNITS_TO_M, "px")
 # Mirrors the generator's contract (dalib.synth); kept here so that manifests validate without it.
-SCENE_KINDS = ("indoor", "outdoor")
-STYLES = ("clean", "photo")
 SENSORS = ("stereo", "lidar", "rgbd")
 #: columns a manifest may map; the label columns are hidden on unlabelled splits (see `load`).
 COLUMNS = ("image", "image_right", "depth", "mask", "material", "disparity", "depth_exact")
@@ -278,7 +280,6 @@ def validate_manifest(m, path: str | os.PathLike | None = None) -> list[str]:
 
 def read_manifest(path: str | os.PathLike) -> dict:
     """Parse and validate one manifest file; raises ManifestError naming the file and every bad field."""
-    import yaml
 
     path = Path(path)
     try:
@@ -295,7 +296,6 @@ def read_manifest(path: str | os.PathLike) -> dict:
 
 def validate_dir(directory: str | os.PathLike | None = None) -> dict[str, list[str]]:
     """{file: errors} for every `*.yaml` in `directory` (default: the shipped manifests)."""
-    import yaml
 
     directory = Path(directory or manifest_dir())
     files = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
@@ -349,7 +349,6 @@ def split_role(m: dict, split: str) -> str:
 # ----------------------------------------------------------------------------------------------------
 def array_features(shape, with_material: bool, extra_float: tuple[str, ...] = ()):
     """Fixed-size (H, W) columns (generated data): image, depth, mask, `extra_float` and material."""
-    import datasets
 
     h, w = shape
     feats = {
@@ -366,7 +365,6 @@ def array_features(shape, with_material: bool, extra_float: tuple[str, ...] = ()
 
 def list_features(cols):
     """Variable-size (H, W) columns (real data): nested lists, decoded to arrays by with_format."""
-    import datasets
 
     kinds = {"depth": "float32", "disparity": "float32", "depth_exact": "float32", "mask": "bool", "material": "uint8"}
     return {c: datasets.List(datasets.List(datasets.Value(kinds[c]))) for c in cols}

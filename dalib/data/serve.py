@@ -8,9 +8,11 @@ import os
 import shutil
 from pathlib import Path
 
+import datasets
+
 from dalib.data.generated import build_shards, load_generated
 from dalib.data.schema import LABEL_COLUMNS, dataset_ref, get_manifest, split_entry, split_role
-from dalib.data.sources import cache_dir, load_bundled, load_local, map_hf, open_hf
+from dalib.data.sources import converted_cache_dir, load_bundled, load_local, map_hf, open_hf
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -66,7 +68,7 @@ def build(name: str, split: str, n: int | None = None, *, root=None, height=None
     m = get_manifest(name)
     if m["source"]["type"] != "generator":
         load(name, split, root=root, n=n)
-        return cache_dir(m)
+        return converted_cache_dir(m)
     return build_shards(m, split, n, root=root, height=height, width=width, shard_size=shard_size,
                         verify=verify, progress=progress)
 
@@ -77,7 +79,7 @@ def build(name: str, split: str, n: int | None = None, *, root=None, height=None
 def dataset_on_disk(ds, folder) -> str:
     """A dataset as something another process can open: names and folders are returned as they are, an
     in-memory `datasets.Dataset` is saved to `folder` (atomically; reused while its fingerprint is the
-    same). What `dalib.train.launch` and `dalib.pseudo_label.launch_pseudo_label` pass to torchrun."""
+    same). What `dalib.train.loop.launch` and `dalib.pseudo_label.labelling.launch_pseudo_label` pass to torchrun."""
     if isinstance(ds, (str, os.PathLike)):
         return str(ds)
     folder = Path(folder)
@@ -100,7 +102,6 @@ def open_dataset(spec, split: str | None = None, *, root=None, n: int | None = N
     `save_to_disk` folder (its `split`), or a manifest name (`load(name, split, root=, n=)`); the first
     `n` rows when n is given. Errors start with `what` (the argument being resolved). Used by
     `dalib.train` and `dalib.pseudo_label`."""
-    import datasets
 
     def pick(dd, where):
         if split not in dd:

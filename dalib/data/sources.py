@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import glob as globlib
 import hashlib
+import importlib.util
 import json
 import os
 import re
 from pathlib import Path
 
+import datasets
 import numpy as np
 
 from dalib.data.depth_files import convert_depth, read_depth_file, rgb_image
@@ -45,7 +47,7 @@ def _how_to_provide(m: dict) -> str:
     else:
         layout = "a folder written by datasets' `save_to_disk` (a DatasetDict with the split names, or one split)"
     return (f"Provide a local copy: download it from {where} as {layout}; then call "
-            f"dalib.data.load({m['name']!r}, SPLIT, root=PATH), or set {env_name(m['name'])}=PATH, "
+            f"dalib.data.serve.load({m['name']!r}, SPLIT, root=PATH), or set {env_name(m['name'])}=PATH, "
             f"or put it at {data_root() / 'raw' / m['name']}.")
 
 
@@ -53,7 +55,7 @@ def _offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
 
 
-def cache_dir(m: dict) -> Path:
+def converted_cache_dir(m: dict) -> Path:
     """Where converted copies of a real dataset are cached: <data>/cache/<name> (created)."""
     d = data_root() / "cache" / m["name"]
     d.mkdir(parents=True, exist_ok=True)
@@ -62,7 +64,6 @@ def cache_dir(m: dict) -> Path:
 
 def open_hf(m: dict, split: str, root):
     """The raw split of an hf source: local copy first (save_to_disk folder or data files), then the hub."""
-    import datasets
 
     hub_split = split_entry(m, split).get("hub_split", split)
     local = local_copy(m, root)
@@ -78,7 +79,7 @@ def open_hf(m: dict, split: str, root):
         if (local / "state.json").exists():
             return datasets.load_from_disk(str(local))
         return datasets.load_dataset(str(local), m["source"].get("config"), split=hub_split,
-                                     cache_dir=str(cache_dir(m)))
+                                     cache_dir=str(converted_cache_dir(m)))
     src = m["source"]
     if not src.get("hub_id"):
         raise DataSourceError(f"{dataset_ref(m)}: no hub id is recorded and no local copy "
@@ -89,7 +90,7 @@ def open_hf(m: dict, split: str, root):
                               f"{src['hub_id']!r}. {_how_to_provide(m)}")
     try:
         return datasets.load_dataset(src["hub_id"], src.get("config"), revision=src.get("revision"), split=hub_split,
-                                     cache_dir=str(cache_dir(m)))
+                                     cache_dir=str(converted_cache_dir(m)))
     except Exception as e:  # network, auth, missing revision: one message that says what to do
         raise DataSourceError(f"{dataset_ref(m)}: cannot load {src['hub_id']!r} "
                               f"(revision {src.get('revision')}) from the hub: {e}. {_how_to_provide(m)}") from e
@@ -97,7 +98,6 @@ def open_hf(m: dict, split: str, root):
 
 def map_hf(m: dict, split: str, ds):
     """Rename source columns to ours and convert depth to metres (cached under <data>/cache/<name>)."""
-    import datasets
 
     mapped = dict(m.get("columns") or {})
     for ours, theirs in mapped.items():
@@ -158,7 +158,7 @@ def map_hf(m: dict, split: str, ds):
     with quiet_progress():
         return ds.map(convert, batched=True, batch_size=8, features=datasets.Features(feats),
                       remove_columns=[c for c in ds.column_names if c.startswith("__")],
-                      cache_file_name=str(cache_dir(m) / f"{split}-{key[:16]}.arrow"), new_fingerprint=key[:32])
+                      cache_file_name=str(converted_cache_dir(m) / f"{split}-{key[:16]}.arrow"), new_fingerprint=key[:32])
 
 
 def _local_rows(m: dict, split: str, root: Path) -> list[dict]:
@@ -219,8 +219,6 @@ def _gen_local(rows, spec, depth_key, root):
 
 
 def load_local(m: dict, split: str, root):
-    import datasets
-
     local = local_copy(m, root)
     if local is None:
         raise DataSourceError(f"{dataset_ref(m)}: no local copy found. {_how_to_provide(m)}")
@@ -238,17 +236,13 @@ def load_local(m: dict, split: str, root):
     fp = hashlib.sha256(json.dumps([m["name"], split, stamp, spec, FORMAT_VERSION]).encode()).hexdigest()[:32]
     with quiet_progress():
         return datasets.Dataset.from_generator(
-            _gen_local, features=datasets.Features(feats), cache_dir=str(cache_dir(m)), fingerprint=fp,
+            _gen_local, features=datasets.Features(feats), cache_dir=str(converted_cache_dir(m)), fingerprint=fp,
             gen_kwargs={"rows": [{k: str(v) for k, v in r.items()} for r in rows], "spec": spec,
                         "depth_key": lay.get("depth_key"), "root": str(local)})
 
 
 def load_bundled(m: dict, split: str):
     """Files shipped inside an installed package, checked against their sha256."""
-    import importlib.util
-
-    import datasets
-
     src = m["source"]
     spec_ = importlib.util.find_spec(src["package"])
     if spec_ is None or not spec_.submodule_search_locations:

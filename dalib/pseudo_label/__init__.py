@@ -7,6 +7,7 @@ column, batched, on any device, resumably and split across processes:
     python -m dalib.pseudo_label --teacher runs/cpu/teacher --source synth-photo --split train --out DIR
     python -m dalib.pseudo_label ... --shard 1/4              # worker 1 of 4 (any machine, same DIR)
     torchrun --nproc-per-node 4 -m dalib.pseudo_label ...     # shard RANK/WORLD_SIZE, one GPU each
+    >>> from dalib.pseudo_label.pool import load_pseudo_labels, load_pseudo_pool
     >>> ds = load_pseudo_labels(DIR)                          # all shards of all workers, source order
     >>> pool = load_pseudo_pool([DIR, DIR2])                  # image + disparity of several folders (student)
 
@@ -36,13 +37,3 @@ Two processes started with the same worker spec on one `out_dir` (the same comma
 once: the second says so on stderr and waits for the first, then skips the shards it completed. Workers
 with different i of one n run in parallel; all workers of a folder use the same n.
 """
-from dalib.pseudo_label.cli import main
-from dalib.pseudo_label.labelling import DEFAULT_KEEP, launch_pseudo_label, pseudo_label
-from dalib.pseudo_label.pool import load_pseudo_labels, load_pseudo_pool, status
-from dalib.pseudo_label.sources import (load_teacher, open_source, parse_shard, shards_of, teacher_fingerprint)
-from dalib.pseudo_label.store import DEFAULT_SHARD_SIZE
-from dalib.distributed import resolve_device  # noqa: F401  (re-exported: benchmarks import it from here)
-
-__all__ = ["DEFAULT_KEEP", "DEFAULT_SHARD_SIZE", "launch_pseudo_label", "load_pseudo_labels", "load_pseudo_pool",
-           "load_teacher", "main", "open_source", "parse_shard", "pseudo_label", "shards_of", "status",
-           "teacher_fingerprint"]

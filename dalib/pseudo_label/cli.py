@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shard-size", type=int, default=None, help=f"rows per shard (default {DEFAULT_SHARD_SIZE})")
     p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK, mps, cpu), cpu, cuda:1, ...")
     p.add_argument("--n", type=int, default=None, help="label the first N rows of the source only")
-    p.add_argument("--root", default=None, help="data folder of the source (see dalib.data.load)")
+    p.add_argument("--root", default=None, help="data folder of the source (see dalib.data.serve.load)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="decoding threads (default min(4, cpus per local rank - 1), at least 1)")
     p.add_argument("--keep", action="append", default=None, metavar="COL",

@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from dalib.data import list_features
+import datasets
+
+from dalib.data.schema import list_features
 from dalib.pseudo_label.store import entry_path, shard_done
 from dalib.shards import INDEX_FILE, damaged_shards, read_index, shard_grid, shard_name
 
@@ -48,7 +50,6 @@ def load_pseudo_labels(out_dir, *, verify: bool = False):
     process) with what to do. verify: recompute every shard's sha256 now, even if this process checked it
     before. Notebook 05_pseudo_labelling.
     """
-    import datasets
 
     out = Path(out_dir)
     index = read_index(out / INDEX_FILE)
@@ -95,7 +96,6 @@ def load_pseudo_pool(dirs, *, exclude_paths: Sequence[str] = ()):
     ValueError naming the folder when it lacks `image` or `disparity`; FileNotFoundError (from
     `load_pseudo_labels`) when a folder is not a complete pseudo-label folder.
     """
-    import datasets
 
     if isinstance(dirs, (str, os.PathLike)):
         dirs = [dirs]

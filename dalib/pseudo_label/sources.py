@@ -2,6 +2,7 @@
 preprocessed in threads that run ahead of the model (notebook 05_pseudo_labelling)."""
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import hashlib
 import io
@@ -10,7 +11,13 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import datasets
 import torch
+from dalib.data.serve import open_dataset
+from dalib.images import network_size, preprocess_batch, to_rgb_float
+from dalib.model import DepthAnything
+from dalib.weights import load_weights
+from PIL import Image
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -40,8 +47,6 @@ def shards_of(worker: int, workers: int, num_shards: int) -> list[int]:
 
 def load_teacher(teacher):
     """A DepthAnything, or a path to weights (dalib checkpoint dir, official .pth, HF file/dir)."""
-    from dalib.model import DepthAnything
-    from dalib.weights import load_weights
 
     if isinstance(teacher, DepthAnything):
         return teacher
@@ -70,15 +75,11 @@ def open_source(source, split: str | None = None, *, n: int | None = None, root=
                 keep_columns: Sequence[str] | None = None):
     """(dataset, description) for a datasets.Dataset, a (name, split) pair, a dalib.data name with
     `split`, or a folder written by `save_to_disk`. The first `n` rows when n is given."""
-    import datasets
-
-    from dalib import data
-
     desc: dict = {}
     if isinstance(source, tuple) and len(source) == 2:
         source, split = source
     heldout = any(c.startswith("heldout_") for c in keep_columns or ())
-    ds = data.open_dataset(source, split, root=root, n=n, with_heldout=heldout, what="source")
+    ds = open_dataset(source, split, root=root, n=n, with_heldout=heldout, what="source")
     if isinstance(source, (datasets.Dataset, datasets.DatasetDict)):
         desc["dataset"] = "in-memory"
     elif isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
@@ -111,7 +112,6 @@ def image_bytes(value: dict) -> bytes:
 
 def _image_size(value: dict) -> tuple[int, int]:
     """(H, W) of an encoded image as datasets decodes it (EXIF rotation applied), from its header only."""
-    from PIL import Image
 
     with Image.open(io.BytesIO(image_bytes(value))) as im:
         w, h = im.size
@@ -136,10 +136,6 @@ def load_batch(rows: list[int], values: list[dict], input_size: int, pin: bool) 
     planned batch share one network size); PIL, numpy and cv2 release the GIL, so threads overlap this with
     inference (no forked processes: no fork hazards).
     """
-    import datasets
-
-    from dalib.images import network_size, preprocess_batch, to_rgb_float
-
     rgbs = [to_rgb_float(datasets.Image().decode_example({"bytes": image_bytes(v), "path": None})) for v in values]
     sizes = [tuple(rgb.shape[:2]) for rgb in rgbs]
     x = torch.from_numpy(preprocess_batch(rgbs, network_size(*sizes[0], input_size)))
@@ -154,7 +150,6 @@ def prefetch_batches(plan: Iterable[tuple[list[int], list[dict]]], input_size: i
         for rows, values in plan:
             yield load_batch(rows, values, input_size, pin)
         return
-    import collections
 
     pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="pseudo-label-load")
     queue: collections.deque = collections.deque()
@@ -171,7 +166,7 @@ def prefetch_batches(plan: Iterable[tuple[list[int], list[dict]]], input_size: i
         pool.shutdown(wait=True)
 
 
-class BatchPlan:
+class LabellingBatches:
     """Batches (rows, encoded images): for each pending shard, its rows grouped by network size,
     `batch_size` at a time.
 
@@ -182,8 +177,6 @@ class BatchPlan:
         self.raw, self.shards, self.input_size, self.batch_size = raw, shards, input_size, batch_size
 
     def __iter__(self):
-        from dalib.images import network_size
-
         for k, start, count in self.shards:
             values = self.raw[start:start + count]["image"]  # one slice per shard: encoded bytes only
             groups: dict[tuple[int, int], list[int]] = {}

@@ -6,9 +6,11 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+import datasets
 import numpy as np
+import pyarrow as pa
 
-from dalib.data import list_features
+from dalib.data.schema import list_features
 from dalib.pseudo_label.sources import image_bytes
 from dalib.shards import (INDEX_FILE, columns_dataset, mark_verified, read_index, shard_complete, shard_name,
                           write_index, write_shard)
@@ -17,8 +19,6 @@ DEFAULT_SHARD_SIZE = 256  # rows per shard: ~300 MB of float32 labels at 640x480
 
 
 def output_features(src_features, keep: Sequence[str]):
-    import datasets
-
     feats = {"image": datasets.Image(), "source_row": datasets.Value("int64")}
     feats.update({c: src_features[c] for c in keep})
     feats.update(list_features(["disparity"]))
@@ -27,7 +27,6 @@ def output_features(src_features, keep: Sequence[str]):
 
 def _nested_float32(arrays: list[np.ndarray]):
     """(H_i, W_i) float32 arrays -> one Arrow list<list<float>> column, built from offsets (no Python lists)."""
-    import pyarrow as pa
 
     heights = [a.shape[0] for a in arrays]
     widths = np.repeat([a.shape[1] for a in arrays], heights)

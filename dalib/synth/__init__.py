@@ -2,7 +2,8 @@
 
 Taught in notebook 00_depth_data. Quick start:
 
-    from dalib.synth import generate, simulate_sensor
+    from dalib.synth.engine import generate, iter_generate, render_scenes
+    from dalib.synth.sensor import simulate_sensor
     out = generate("indoor", 8, seed=0, height=112, width=112)            # clean synthetic domain
     real = generate("outdoor", 8, seed=0, height=112, width=112, style="photo")  # camera-like proxy
     stereo = simulate_sensor(out["depth"], out["material"], "stereo", np.random.default_rng(0),
@@ -19,10 +20,3 @@ Modules: `scenes` (scene descriptions), `samplers` (random indoor / outdoor scen
 `textures` (procedural + bundled-photo texture atlas), `style` (clean / photo appearance),
 `sensor` (stereo / LiDAR / RGB-D label simulation), `engine` (`generate`, chunked and deterministic).
 """
-from .engine import default_chunk, generate, iter_generate, render_scenes
-from .samplers import sample_indoor, sample_outdoor
-from .scenes import MATERIALS, SCENE_KINDS, STYLES, Scene
-from .sensor import SENSOR_KINDS, simulate_sensor
-
-__all__ = ["generate", "iter_generate", "render_scenes", "default_chunk", "simulate_sensor", "MATERIALS",
-           "SCENE_KINDS", "STYLES", "SENSOR_KINDS", "Scene", "sample_indoor", "sample_outdoor"]

@@ -13,10 +13,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .render import pack, render_batch
 from .samplers import sample
 from .scenes import MATERIALS, SCENE_KINDS, STYLES, Scene
 from .style import apply_photo, photo_params, to_srgb8
+from dalib.synth.batch import pack
+from dalib.synth.render import render_batch
 
 _STREAM_SCENE, _STREAM_STYLE = 0, 1
 

@@ -25,13 +25,11 @@ import math
 
 import torch
 
-from .batch import BG_ID, GLASS, GROUND, MIRROR, NO_ID, PLAIN, SHELL, SKY, Batch, pack
+from .batch import BG_ID, GLASS, GROUND, MIRROR, NO_ID, PLAIN, SHELL, SKY, Batch
 from .intersect import (INF_KEY, INF_T_KEY, background_t, capsule_candidates, decode_key, frustum_candidates,
                         hit_key, trace)
 from .scenes import BOX, CYLINDER, QUAD, SPHERE
 from .textures import TEX_SIZE, sample_texel
-
-__all__ = ["Batch", "pack", "render_batch"]
 
 
 # ---------------------------------------------------------------------------------------------

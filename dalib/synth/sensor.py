@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+import cv2
 from .scenes import MAT_ID
 
 SENSOR_KINDS = ("stereo", "lidar", "rgbd")
@@ -63,8 +64,6 @@ def stereo(depth, material, rng, *, apparent_depth=None, image=None, focal_px=No
     disp = np.where(valid, fB / np.where(valid, z, 1.0), 0.0).astype(np.float32)
     # foreground fattening: near a depth edge the window's nearer (larger) disparity wins
     if fatten_px > 0:
-        import cv2
-
         k = np.ones((1, 2 * fatten_px + 1), np.uint8)
         dmax = np.stack([cv2.dilate(d, k) for d in disp])
         edge = (dmax - disp) > 0.1 * np.maximum(dmax, 1e-6)
@@ -78,7 +77,6 @@ def stereo(depth, material, rng, *, apparent_depth=None, image=None, focal_px=No
     occluded = right_min < proj - 0.5
     hole = occluded | (proj < 0) | (disp < min_disp) | (rng.random(disp.shape) < hole_prob)
     if image is not None:  # textureless patches: local luminance std below 1% -> no match
-        import cv2
 
         lum = _luminance(image, depth.shape)
         m1 = np.stack([cv2.blur(x, (5, 5)) for x in lum])
@@ -134,8 +132,6 @@ def rgbd(depth, material, rng, *, apparent_depth=None, image=None, min_range=0.5
     if upsample == "nearest":
         z_up = np.repeat(np.repeat(np.where(v_low, z_low, 0), scale, 1), scale, 2)[:, :H, :W]
     elif upsample == "bilinear":
-        import cv2
-
         zs = np.stack([cv2.resize(np.where(v, z, 0).astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
                        for v, z in zip(v_low, z_low)])
         vs = np.stack([cv2.resize(v.astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR) for v in v_low])

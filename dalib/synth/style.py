@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 
+import cv2
 import numpy as np
 import torch
 
@@ -92,7 +93,6 @@ def _blur_weights(sigma: float, radius: int = 2) -> np.ndarray:
 
 def apply_photo(lin: torch.Tensor, params: list[dict]) -> np.ndarray:
     """Camera-pipeline simulation. lin (n, H, W, 3) linear float -> uint8 numpy (n, H, W, 3)."""
-    import cv2
 
     n, H, W, _ = lin.shape
     dev = lin.device

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 
+import cv2
 import numpy as np
+import skimage.data
 import torch
 
 TEX_SIZE = 128  # texels per side of one texture (level 0)
@@ -90,8 +92,6 @@ def _procedural(rng: np.random.Generator, name: str, s: int) -> np.ndarray:
 
 def _photo_crops(rng: np.random.Generator, s: int) -> list[np.ndarray]:
     """Random square crops of the bundled skimage photographs, resized to (s, s, 3), linear RGB."""
-    import cv2
-    import skimage.data
 
     crops = []
     for name in _PHOTOS:
