@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 import huggingface_hub
-from huggingface_hub import hf_hub_download
+from huggingface_hub import HfFileSystem, hf_hub_download
 
 from dalib.shards import file_sha256
 
@@ -59,6 +59,17 @@ def hub_url(repo_id: str, filename: str, revision: str, repo_type: str = "model"
     """The `hf://` address of the file at the revision (for streaming reads through huggingface_hub's fsspec)."""
     prefix = "datasets/" if repo_type == "dataset" else ""
     return f"hf://{prefix}{repo_id}@{revision}/{filename}"
+
+
+def open_remote(repo_id: str, filename: str, revision: str, repo_type: str = "model"):
+    """A seekable read-only file object on the hub's copy (HTTP range reads: only the bytes read are fetched;
+    nothing enters the cache). For reading the first rows of a large parquet file; HubFileError when offline."""
+    check_ref(repo_id, filename, revision, repo_type)
+    if is_offline():
+        raise HubFileError(f"hub {repo_type} {repo_id}, file {filename}, revision {revision}: cannot be streamed "
+                           f"offline ($HF_HUB_OFFLINE is set). Fetch it with: "
+                           f"{download_command(repo_id, filename, revision, repo_type)}")
+    return HfFileSystem().open(hub_url(repo_id, filename, revision, repo_type).removeprefix("hf://"), "rb")
 
 
 def check_ref(repo_id: str, filename: str, revision: str, repo_type: str = "model") -> None:

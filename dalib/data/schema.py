@@ -14,7 +14,10 @@ from dalib.runfiles import REPO_ROOT
 # Constants shared by the schema and the loaders
 # ----------------------------------------------------------------------------------------------------
 ROLES = ("synthetic-labelled", "real-labelled", "unlabelled", "eval")
-SOURCE_TYPES = ("generator", "hf", "local", "bundled")
+SOURCE_TYPES = ("generator", "hf", "local", "bundled", "hub")
+HUB_FORMATS = ("parquet", "h5-tar", "da2k-zip")  # how a hub source's files are read (dalib.data.hub_sources)
+#: the zero-shot protocols of dalib.benchmarks, named here so that manifests validate without it
+BENCHMARKS = ("nyu", "kitti", "diode", "da-2k")
 DEPTH_KINDS = ("planar", "ray", "disparity")  # what the stored number measures
 UNITS_TO_M = {"m": 1.0, "cm": 0.01, "mm": 0.001}  # depth units; disparity is in "px"
 UNITS = (*UNITS_TO_M, "px")
@@ -65,6 +68,10 @@ def _sha256(v):
     return None if re.fullmatch(r"[0-9a-f]{64}", v) else f"expected 64 lowercase hex digits, got {v!r}"
 
 
+def _commit(v):
+    return None if re.fullmatch(r"[0-9a-f]{40}", v) else f"expected a full 40-hex commit hash, got {v!r}"
+
+
 def _range(v):
     if len(v) != 2 or not all(isinstance(x, _NUM) and not isinstance(x, bool) for x in v):
         return f"expected [min, max] in metres, got {v!r}"
@@ -100,6 +107,7 @@ TOP_FIELDS = {
     "depth": ((dict, "null"), True, None),
     "columns": (dict, False, None),
     "notes": (str, False, None),
+    "benchmark": (str, False, _enum(BENCHMARKS)),  # the zero-shot protocol it is scored with (dalib.benchmarks)
 }
 SPLIT_FIELDS = {
     "size": ((int, "null"), True, _positive),  # default number of samples to build / serve
@@ -125,6 +133,19 @@ SOURCE_FIELDS = {
     "local": {
         "layout": (dict, True, None),
         "download": ((str, "null"), False, None),
+    },
+    "hub": {
+        "hub_id": (str, True, None),  # owner/name on the Hugging Face hub
+        "repo_type": (str, False, _enum(("dataset", "model"))),  # default dataset
+        "revision": (str, True, _commit),  # the pinned commit (a branch could change under a recorded result)
+        "format": (str, True, _enum(HUB_FORMATS)),  # how the files are read
+        "files": (dict, True, None),  # {split: [file, ...]} read in order until the split's n rows are served
+        "file_sizes": (dict, False, None),  # {file: size as the hub lists it}, said before a download
+        "annotations": (str, False, None),  # da2k-zip: the annotation file inside the archive
+        "stream": (bool, False, None),  # parquet: not cached and online -> read only the rows needed
+        "resize_short_side": (int, False, _positive),  # unlabelled pools: images downscaled to this shorter side
+        "card": (str, True, None),  # URL of the dataset card
+        "verified": (str, True, None),  # what was checked on the card, and what was not
     },
     "bundled": {
         "package": (str, True, None),
@@ -193,6 +214,21 @@ def _check_fields(obj: dict, spec: dict, prefix: str, errors: list[str]) -> None
             errors.append(f"field '{prefix}{key}': {msg}")
 
 
+def _check_hub_files(src: dict, splits, errors: list[str]) -> None:
+    """A hub source lists, for each of the manifest's splits and no other, at least one file (strings)."""
+    files = src.get("files")
+    if not isinstance(files, dict) or not isinstance(splits, dict):
+        return
+    for split, names in files.items():
+        if split not in splits:
+            errors.append(f"field 'source.files.{split}': no such split; expected one of {', '.join(splits)}")
+        elif not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            errors.append(f"field 'source.files.{split}': expected a non-empty list of file names, got {names!r}")
+    for split in splits:
+        if split not in files:
+            errors.append(f"field 'source.files.{split}': missing (a hub source lists the files of every split)")
+
+
 def validate_manifest(m, path: str | os.PathLike | None = None) -> list[str]:
     """Errors of one parsed manifest as 'field ...: what was expected' strings ([] when valid).
 
@@ -215,6 +251,8 @@ def validate_manifest(m, path: str | os.PathLike | None = None) -> list[str]:
             _check_fields({k: v for k, v in src.items() if k != "type"}, SOURCE_FIELDS[stype], "source.", errors)
             if stype == "local" and isinstance(src.get("layout"), dict):
                 _check_fields(src["layout"], LAYOUT_FIELDS, "source.layout.", errors)
+            if stype == "hub":
+                _check_hub_files(src, m.get("splits"), errors)
             if stype == "bundled" and isinstance(src.get("rows"), list) and isinstance(src.get("sha256"), dict):
                 for i, row in enumerate(src["rows"]):
                     if not isinstance(row, dict) or not row:
