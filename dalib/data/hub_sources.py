@@ -36,6 +36,7 @@ from dalib.data.depth_files import convert_depth
 from dalib.data.schema import DataSourceError, dataset_ref, list_features, split_entry
 from dalib.data.sources import cache_dir
 from dalib.hub import HubFileError, hub_file, open_remote
+from dalib.hub import cache_dir as hub_cache_dir  # not dalib.data.sources.cache_dir (converted rows)
 from dalib.shards import FORMAT_VERSION, quiet_progress
 
 #: DA-2K's eight scene types (its card); an image's scene is the first folder of its path that names one
@@ -52,8 +53,8 @@ def load_hub(m: dict, split: str, n: int | None = None) -> datasets.Dataset:
     fmt = src["format"]
     feats = _features(fmt, m.get("depth"))
     key = hashlib.sha256(json.dumps([m["name"], split, n, {k: v for k, v in src.items() if k != "verified"},
-                                     m.get("columns"), m.get("depth"), FORMAT_VERSION], sort_keys=True,
-                                    default=str).encode()).hexdigest()
+                                     m.get("columns"), m.get("depth"), FORMAT_VERSION, _cached_files(m, split)],
+                                    sort_keys=True, default=str).encode()).hexdigest()
     try:
         with quiet_progress():
             return datasets.Dataset.from_generator(
@@ -63,6 +64,21 @@ def load_hub(m: dict, split: str, n: int | None = None) -> datasets.Dataset:
         if isinstance(e.__cause__, (DataSourceError, HubFileError, KeyError, ValueError)):
             raise DataSourceError(str(e.__cause__)) from None
         raise
+
+
+def _cached_files(m: dict, split: str) -> list:
+    """Which hub cache serves the split and the size and time of the files already in it: rows converted from
+    another cache (a test's fixtures, a re-downloaded file) are never served from this cache's conversion."""
+    src = m["source"]
+    out: list = [str(hub_cache_dir())]
+    for filename in src["files"][split]:
+        try:
+            st = hub_file(src["hub_id"], filename, src["revision"], repo_type=src.get("repo_type", "dataset"),
+                          local_only=True).stat()
+            out.append([filename, st.st_size, st.st_mtime_ns])
+        except HubFileError:
+            out.append([filename, None])
+    return out
 
 
 def _features(fmt: str, spec) -> dict:
