@@ -19,13 +19,15 @@ table; the pair format is the DA-2K card's). No alignment is needed: a positive 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from dalib.data.schema import BENCHMARKS
+from dalib.data.schema import BENCHMARKS, get_manifest
+from dalib.data.serve import load
 from dalib.evaluate import predict_disparities
 from dalib.hub import hub_file
 from dalib.metrics import per_image_depth_metrics
@@ -250,3 +252,49 @@ def zero_shot_table(rows: dict[str, dict], benchmarks: Sequence[str]) -> str:
                      + cells(lambda b: PAPER_DA2K.get(name) if b == "da-2k" else PAPER_TABLE2.get(name, {}).get(b))
                      + " |")
     return "\n".join(lines)
+
+
+def download_plan(names: Sequence[str], official: Sequence[str] = ()) -> list[str]:
+    """One line per benchmark manifest and official checkpoint: what a zero-shot run fetches (repository,
+    commit, files and sizes as the hub lists them, licence), or that a local copy is needed. Notebook 07."""
+    lines = []
+    for name in names:
+        m = get_manifest(name)
+        src = m["source"]
+        if src["type"] != "hub":
+            lines.append(f"{name}: no hub copy; a local copy ({m.get('homepage') or 'see its manifest'})")
+            continue
+        sizes = src.get("file_sizes") or {}
+        files = ", ".join(f"{f} ({sizes.get(f, 'size not listed')})" for fs in src["files"].values() for f in fs)
+        lines.append(f"{name}: {src['hub_id']} @ {src['revision'][:7]}: {files}; licence {m['license']}")
+    for key in official:
+        ref = OFFICIAL_WEIGHTS[key]
+        lines.append(f"official {key}: {ref.repo_id} @ {ref.revision[:7]}: {ref.filename} ({ref.size}); "
+                     f"licence {ref.license}")
+    return lines
+
+
+def run_zero_shot(models: dict, names: Sequence[str], *, n_eval: int | None = None, input_size: int = 518,
+                  batch_size: int = 8, log=print) -> dict:
+    """{model: {benchmark: report}} for every model over the first `n_eval` images of each benchmark manifest
+    (`load(name, <its first split>, n=n_eval)`, which bounds the download), scored with the protocol its
+    `benchmark` field names (`evaluate_benchmark` / `evaluate_da2k`). Notebook 07."""
+    splits = {}
+    for name in names:
+        m = get_manifest(name)
+        bench = m.get("benchmark")
+        if bench is None:
+            raise ValueError(f"{name}: its manifest names no 'benchmark' protocol, so it is no zero-shot benchmark")
+        if bench in {b for b, _ in splits.values()}:
+            raise ValueError(f"{name}: a second manifest for benchmark {bench!r}; score one per benchmark")
+        splits[name] = (bench, load(name, next(iter(m["splits"])), n=n_eval))
+    rows: dict[str, dict] = {}
+    for model_name, model in models.items():
+        rows[model_name] = {}
+        for name, (bench, ds) in splits.items():
+            t0 = time.perf_counter()
+            kw = {"input_size": input_size, "batch_size": batch_size}
+            rep = evaluate_da2k(model, ds, **kw) if bench == "da-2k" else evaluate_benchmark(model, ds, bench, **kw)
+            rows[model_name][bench] = rep
+            log(f"{model_name:22s} {name:8s} {len(ds):4d} images in {time.perf_counter() - t0:5.1f} s")
+    return rows
