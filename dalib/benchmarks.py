@@ -136,6 +136,31 @@ def _groups(shapes: Sequence[tuple], size: int) -> list[list[int]]:
     return [idx[k:k + size] for idx in by_shape.values() for k in range(0, len(idx), size)]
 
 
+def _dense_per_image(preds, depth, mask, p: Protocol) -> dict[str, list]:
+    """Per-image AbsRel / delta1 (scored images only) of one chunk of images under protocol p."""
+    per: dict[str, list] = {"abs_rel": [], "delta1": []}
+    for idx in _groups([np.shape(d) for d in depth], 16):
+        t = torch.as_tensor(np.stack([np.asarray(depth[i], np.float32) for i in idx]))
+        m = np.stack([crop_mask(p.crop, t.shape[1:]) & (True if mask is None else np.asarray(mask[i], bool))
+                      for i in idx])
+        pr = torch.as_tensor(np.stack([np.asarray(preds[i], np.float32) for i in idx]))
+        if pr.shape != t.shape:
+            raise ValueError(f"{p.name}: predictions {tuple(pr.shape)} and depth {tuple(t.shape)} differ in size")
+        metrics, scored = per_image_depth_metrics(pr, t, torch.as_tensor(m), min_depth=p.min_depth,
+                                                  max_depth=p.max_depth)
+        for k in per:
+            per[k] += metrics[k][scored].tolist()
+    return per
+
+
+def _dense_report(per: dict[str, list], p: Protocol) -> dict:
+    if not per["abs_rel"]:
+        raise ValueError(f"{p.name}: no image has 2 or more valid pixels in {p.min_depth}..{p.max_depth} m "
+                         f"inside the {p.crop or 'full'} crop")
+    return {"abs_rel": float(np.mean(per["abs_rel"])), "delta1": float(np.mean(per["delta1"])),
+            "n_images": len(per["abs_rel"]), "protocol": p.name}
+
+
 def score_dense(preds: Sequence[np.ndarray], depth: Sequence[np.ndarray], mask: Sequence[np.ndarray] | None,
                 benchmark: str) -> dict:
     """AbsRel / delta1 of disparity predictions against ground-truth depth under a benchmark's protocol.
@@ -145,23 +170,7 @@ def score_dense(preds: Sequence[np.ndarray], depth: Sequence[np.ndarray], mask: 
     is an affine map of the true disparity scores AbsRel 0 and delta1 1 on any protocol.
     """
     p = _protocol(benchmark)
-    per: dict[str, list] = {"abs_rel": [], "delta1": []}
-    for idx in _groups([d.shape for d in depth], 16):
-        t = torch.as_tensor(np.stack([np.asarray(depth[i], np.float32) for i in idx]))
-        m = np.stack([crop_mask(p.crop, t.shape[1:]) & (True if mask is None else np.asarray(mask[i], bool))
-                      for i in idx])
-        pr = torch.as_tensor(np.stack([np.asarray(preds[i], np.float32) for i in idx]))
-        if pr.shape != t.shape:
-            raise ValueError(f"{benchmark}: predictions {tuple(pr.shape)} and depth {tuple(t.shape)} differ in size")
-        metrics, scored = per_image_depth_metrics(pr, t, torch.as_tensor(m), min_depth=p.min_depth,
-                                                  max_depth=p.max_depth)
-        for k in per:
-            per[k] += metrics[k][scored].tolist()
-    if not per["abs_rel"]:
-        raise ValueError(f"{benchmark}: no image has 2 or more valid pixels in {p.min_depth}..{p.max_depth} m "
-                         f"inside the {p.crop or 'full'} crop")
-    return {"abs_rel": float(np.mean(per["abs_rel"])), "delta1": float(np.mean(per["delta1"])),
-            "n_images": len(per["abs_rel"]), "protocol": p.name}
+    return _dense_report(_dense_per_image(preds, depth, mask, p), p)
 
 
 def predict_each(model, images: Sequence[np.ndarray], *, input_size: int = 518, batch_size: int = 8) -> list:
@@ -175,18 +184,27 @@ def predict_each(model, images: Sequence[np.ndarray], *, input_size: int = 518, 
     return out
 
 
-def _rows(ds, columns: Sequence[str]) -> dict[str, list]:
+def _chunks(ds, columns: Sequence[str], size: int):
+    """{column: [value per row]} for `size` rows at a time, decoded to numpy: memory stays one chunk (DA-2K
+    images reach 4,800 px, and a prediction is kept at the image's size)."""
     view = ds.select_columns([c for c in columns if c in ds.column_names]).with_format("numpy")
-    return {c: [row[c] for row in view] for c in view.column_names}
+    for start in range(0, len(view), size):
+        rows = view[start:start + size]
+        yield {c: list(rows[c]) for c in view.column_names}
 
 
 def evaluate_benchmark(model, ds, benchmark: str, *, input_size: int = 518, batch_size: int = 8) -> dict:
-    """Predict every image of a dense benchmark split (columns image, depth, mask) and `score_dense` it.
+    """Predict every image of a dense benchmark split (columns image, depth, mask) and score it as `score_dense`,
+    `batch_size` images at a time.
 
     model: a DepthAnything or a function images -> disparities (`dalib.evaluate.predict_disparities`)."""
-    rows = _rows(ds, ("image", "depth", "mask"))
-    preds = predict_each(model, rows["image"], input_size=input_size, batch_size=batch_size)
-    return score_dense(preds, rows["depth"], rows.get("mask"), benchmark)
+    p = _protocol(benchmark)
+    per: dict[str, list] = {"abs_rel": [], "delta1": []}
+    for rows in _chunks(ds, ("image", "depth", "mask"), batch_size):
+        preds = predict_each(model, rows["image"], input_size=input_size, batch_size=batch_size)
+        for k, v in _dense_per_image(preds, rows["depth"], rows.get("mask"), p).items():
+            per[k] += v
+    return _dense_report(per, p)
 
 
 def da2k_correct(pred: np.ndarray, point1, point2, closer) -> np.ndarray:
@@ -205,21 +223,22 @@ def da2k_correct(pred: np.ndarray, point1, point2, closer) -> np.ndarray:
 
 
 def evaluate_da2k(model, ds, *, input_size: int = 518, batch_size: int = 8) -> dict:
-    """DA-2K accuracy of a model on a split served by `load("da-2k", ...)`: {"accuracy" (0..1, over all pairs),
-    "n_pairs", "n_images", "per_scene": {scene: accuracy}}."""
-    rows = _rows(ds, ("image", "point1", "point2", "closer", "scene"))
-    preds = predict_each(model, rows["image"], input_size=input_size, batch_size=batch_size)
-    right, scenes = [], []
-    for i, pred in enumerate(preds):
-        ok = da2k_correct(pred, rows["point1"][i], rows["point2"][i], rows["closer"][i])
-        right.append(ok)
-        scenes += [str(rows["scene"][i]) if "scene" in rows else ""] * len(ok)
+    """DA-2K accuracy of a model on a split served by `load("da-2k", ...)`, `batch_size` images at a time:
+    {"accuracy" (0..1, over all pairs), "n_pairs", "n_images", "per_scene": {scene: accuracy}}."""
+    right, scenes, n_images = [], [], 0
+    for rows in _chunks(ds, ("image", "point1", "point2", "closer", "scene"), batch_size):
+        preds = predict_each(model, rows["image"], input_size=input_size, batch_size=batch_size)
+        for i, pred in enumerate(preds):
+            ok = da2k_correct(pred, rows["point1"][i], rows["point2"][i], rows["closer"][i])
+            right.append(ok)
+            scenes += [str(rows["scene"][i]) if "scene" in rows else ""] * len(ok)
+        n_images += len(preds)
     right_all = np.concatenate(right) if right else np.zeros(0, bool)
     if right_all.size == 0:
         raise ValueError("evaluate_da2k: the split holds no annotated pair")
     scenes_arr = np.asarray(scenes)
     per_scene = {s: float(right_all[scenes_arr == s].mean()) for s in sorted(set(scenes)) if s}
-    return {"accuracy": float(right_all.mean()), "n_pairs": int(right_all.size), "n_images": len(preds),
+    return {"accuracy": float(right_all.mean()), "n_pairs": int(right_all.size), "n_images": n_images,
             "per_scene": per_scene}
 
 

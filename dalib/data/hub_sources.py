@@ -17,6 +17,7 @@ and n), so a second run works offline. Taught in notebook 07_evaluation.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
@@ -185,22 +186,29 @@ def _parquet_rows(m: dict, files: list[str]):
     cols = _columns(m, "image", *(("depth", "mask") if spec is not None else ()))
     short = m["source"].get("resize_short_side")
     for filename in files:
-        pf = pq.ParquetFile(_parquet_source(m, filename))
-        have = pf.schema_arrow.names
-        wanted = {ours: theirs for ours, theirs in cols.items() if theirs in have or ours != "mask"}
-        missing = [f"columns.{o}={t!r}" for o, t in wanted.items() if t not in have]
-        if missing:
-            raise DataSourceError(f"{dataset_ref(m)}: {filename} has no column {', '.join(missing)}; "
-                                  f"its columns are {have}")
-        for b, batch in enumerate(pf.iter_batches(batch_size=16, columns=list(wanted.values()))):
-            for i, row in enumerate(batch.to_pylist()):
-                where = f"{dataset_ref(m)}: {filename} row {16 * b + i}"
-                out = {"image": image_value(_encoded(row[wanted["image"]], where), short),
-                       "path": f"{filename}#{16 * b + i}"}
-                if spec is not None:
-                    mask = row[wanted["mask"]] if "mask" in wanted else None
-                    out |= _labels(m, _depth_value(row[wanted["depth"]], where), mask)
-                yield out
+        source = _parquet_source(m, filename)
+        with source if hasattr(source, "read") else contextlib.nullcontext(source) as opened:
+            yield from _parquet_file_rows(m, filename, pq.ParquetFile(opened), cols, short)
+
+
+def _parquet_file_rows(m: dict, filename: str, pf: pq.ParquetFile, cols: dict, short: int | None):
+    """Rows of one parquet file, 16 at a time (a streamed file fetches only the row groups it reads)."""
+    spec = m.get("depth")
+    have = pf.schema_arrow.names
+    wanted = {ours: theirs for ours, theirs in cols.items() if theirs in have or ours != "mask"}
+    missing = [f"columns.{o}={t!r}" for o, t in wanted.items() if t not in have]
+    if missing:
+        raise DataSourceError(f"{dataset_ref(m)}: {filename} has no column {', '.join(missing)}; "
+                              f"its columns are {have}")
+    for b, batch in enumerate(pf.iter_batches(batch_size=16, columns=list(wanted.values()))):
+        for i, row in enumerate(batch.to_pylist()):
+            where = f"{dataset_ref(m)}: {filename} row {16 * b + i}"
+            out = {"image": image_value(_encoded(row[wanted["image"]], where), short),
+                   "path": f"{filename}#{16 * b + i}"}
+            if spec is not None:
+                mask = row[wanted["mask"]] if "mask" in wanted else None
+                out |= _labels(m, _depth_value(row[wanted["depth"]], where), mask)
+            yield out
 
 
 def _h5_tar_rows(m: dict, files: list[str]):
