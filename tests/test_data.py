@@ -28,7 +28,7 @@ SHIPPED = {
     "middlebury-motorcycle", "skimage-photos",
     "blendedmvs", "hypersim", "irs", "tartanair", "vkitti2", "diml", "hrwsi", "megadepth",
     "sa-1b", "open-images", "bdd100k", "google-landmarks", "imagenet-21k", "lsun", "objects365", "places365",
-    "kitti", "nyu-d", "sintel", "eth3d", "diode", "da-2k",
+    "kitti", "nyu-d", "sintel", "eth3d", "diode", "da-2k", "commoncatalog-cc-by",
 }
 
 

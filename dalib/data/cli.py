@@ -31,7 +31,7 @@ def _on_disk(m: dict) -> str:
         local = None
     if local is not None:
         return f"local copy at {local}"
-    return "hub" if stype == "hf" and m["source"].get("hub_id") else f"no local copy (set {env_name(m['name'])})"
+    return "hub" if stype in ("hf", "hub") and m["source"].get("hub_id") else f"no local copy (set {env_name(m['name'])})"
 
 
 def _cmd_list(args) -> int:

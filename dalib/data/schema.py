@@ -18,7 +18,10 @@ from dalib.synth.scenes import SCENE_KINDS, STYLES
 # Constants shared by the schema and the loaders
 # ----------------------------------------------------------------------------------------------------
 ROLES = ("synthetic-labelled", "real-labelled", "unlabelled", "eval")
-SOURCE_TYPES = ("generator", "hf", "local", "bundled")
+SOURCE_TYPES = ("generator", "hf", "local", "bundled", "hub")
+HUB_FORMATS = ("parquet", "h5-tar", "da2k-zip")  # how a hub source's files are read (dalib.data.hub_sources)
+#: the zero-shot protocols of dalib.benchmarks, named here so that manifests validate without it
+BENCHMARKS = ("nyu", "kitti", "diode", "da-2k")
 DEPTH_KINDS = ("planar", "ray", "disparity")  # what the stored number measures
 UNITS_TO_M = {"m": 1.0, "cm": 0.01, "mm": 0.001}  # depth units; disparity is in "px"
 UNITS = (*UNITS_TO_M, "px")
@@ -84,6 +87,10 @@ def _sha256(v):
     return None if re.fullmatch(r"[0-9a-f]{64}", v) else f"expected 64 lowercase hex digits, got {v!r}"
 
 
+def _commit(v):
+    return None if re.fullmatch(r"[0-9a-f]{40}", v) else f"expected a full 40-hex commit hash, got {v!r}"
+
+
 def _range(v):
     if len(v) != 2 or not all(isinstance(x, _NUM) and not isinstance(x, bool) for x in v):
         return f"expected [min, max] in metres, got {v!r}"
@@ -119,6 +126,7 @@ TOP_FIELDS = {
     "depth": ((dict, "null"), True, None),
     "columns": (dict, False, None),
     "notes": (str, False, None),
+    "benchmark": (str, False, _enum(BENCHMARKS)),  # the zero-shot protocol it is scored with (dalib.benchmarks)
 }
 SPLIT_FIELDS = {
     "size": ((int, "null"), True, _positive),  # default number of samples to build / serve
@@ -144,6 +152,19 @@ SOURCE_FIELDS = {
     "local": {
         "layout": (dict, True, None),
         "download": ((str, "null"), False, None),
+    },
+    "hub": {
+        "hub_id": (str, True, None),  # owner/name on the Hugging Face hub
+        "repo_type": (str, False, _enum(("dataset", "model"))),  # default dataset
+        "revision": (str, True, _commit),  # the pinned commit (a branch could change under a recorded result)
+        "format": (str, True, _enum(HUB_FORMATS)),  # how the files are read
+        "files": (dict, True, None),  # {split: [file, ...]} read in order until the split's n rows are served
+        "file_sizes": (dict, False, None),  # {file: size as the hub lists it}, said before a download
+        "annotations": (str, False, None),  # da2k-zip: the annotation file inside the archive
+        "stream": (bool, False, None),  # parquet: not cached and online -> read only the rows needed
+        "resize_short_side": (int, False, _positive),  # unlabelled pools: images downscaled to this shorter side
+        "card": (str, True, None),  # URL of the dataset card
+        "verified": (str, True, None),  # what was checked on the card, and what was not
     },
     "bundled": {
         "package": (str, True, None),
@@ -212,6 +233,21 @@ def _check_fields(obj: dict, spec: dict, prefix: str, errors: list[str]) -> None
             errors.append(f"field '{prefix}{key}': {msg}")
 
 
+def _check_hub_files(src: dict, splits, errors: list[str]) -> None:
+    """A hub source lists, for each of the manifest's splits and no other, at least one file (strings)."""
+    files = src.get("files")
+    if not isinstance(files, dict) or not isinstance(splits, dict):
+        return
+    for split, names in files.items():
+        if split not in splits:
+            errors.append(f"field 'source.files.{split}': no such split; expected one of {', '.join(splits)}")
+        elif not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            errors.append(f"field 'source.files.{split}': expected a non-empty list of file names, got {names!r}")
+    for split in splits:
+        if split not in files:
+            errors.append(f"field 'source.files.{split}': missing (a hub source lists the files of every split)")
+
+
 def validate_manifest(m, path: str | os.PathLike | None = None) -> list[str]:
     """Errors of one parsed manifest as 'field ...: what was expected' strings ([] when valid).
 
@@ -228,25 +264,7 @@ def validate_manifest(m, path: str | os.PathLike | None = None) -> list[str]:
     src = m.get("source")
     stype = src.get("type") if isinstance(src, dict) else None
     if isinstance(src, dict):
-        if stype not in SOURCE_TYPES:
-            errors.append(f"field 'source.type': expected one of {' | '.join(SOURCE_TYPES)}, got {stype!r}")
-        else:
-            _check_fields({k: v for k, v in src.items() if k != "type"}, SOURCE_FIELDS[stype], "source.", errors)
-            if stype == "local" and isinstance(src.get("layout"), dict):
-                _check_fields(src["layout"], LAYOUT_FIELDS, "source.layout.", errors)
-            if stype == "bundled" and isinstance(src.get("rows"), list) and isinstance(src.get("sha256"), dict):
-                for i, row in enumerate(src["rows"]):
-                    if not isinstance(row, dict) or not row:
-                        errors.append(f"field 'source.rows[{i}]': expected a mapping column -> file path")
-                        continue
-                    for col, rel in row.items():
-                        if col not in COLUMNS:
-                            errors.append(f"field 'source.rows[{i}].{col}': expected a column in {', '.join(COLUMNS)}")
-                        if rel not in src["sha256"]:
-                            errors.append(f"field 'source.sha256': missing the checksum of {rel!r}")
-                for rel, digest in src["sha256"].items():
-                    if not isinstance(digest, str) or _sha256(digest):
-                        errors.append(f"field 'source.sha256.{rel}': expected 64 lowercase hex digits, got {digest!r}")
+        _check_source(src, m.get("splits"), errors)
     if isinstance(m.get("splits"), dict):
         for split, entry in m["splits"].items():
             if not isinstance(entry, dict):
@@ -255,20 +273,8 @@ def validate_manifest(m, path: str | os.PathLike | None = None) -> list[str]:
             _check_fields(entry, SPLIT_FIELDS, f"splits.{split}.", errors)
             if stype == "generator" and "seed" not in entry:
                 errors.append(f"field 'splits.{split}.seed': missing (generator sources need a seed per split)")
-    dep = m.get("depth")
-    if isinstance(dep, dict):
-        _check_fields(dep, DEPTH_FIELDS, "depth.", errors)
-        kind, units = dep.get("kind"), dep.get("units")
-        if kind == "disparity" and units not in (None, "px"):
-            errors.append(f"field 'depth.units': expected 'px' for disparity, got {units!r}")
-        if kind in ("planar", "ray") and units == "px":
-            errors.append(f"field 'depth.units': expected one of {' | '.join(UNITS_TO_M)} for {kind} depth, got 'px'")
-        if kind == "ray" and not dep.get("focal_px"):
-            errors.append("field 'depth.focal_px': missing (ray distance -> planar depth needs the focal in px)")
-        if kind == "disparity":
-            for f in ("focal_px", "baseline_m"):
-                if not dep.get(f):
-                    errors.append(f"field 'depth.{f}': missing (disparity -> depth needs focal and baseline)")
+    if isinstance(m.get("depth"), dict):
+        _check_depth(m["depth"], errors)
     if isinstance(m.get("columns"), dict):
         for col, srccol in m["columns"].items():
             if col not in COLUMNS:
@@ -276,6 +282,48 @@ def validate_manifest(m, path: str | os.PathLike | None = None) -> list[str]:
             elif not isinstance(srccol, str):
                 errors.append(f"field 'columns.{col}': expected the source column name (string), got {srccol!r}")
     return errors
+
+
+def _check_source(src: dict, splits, errors: list[str]) -> None:
+    """The `source` mapping: its type's fields, a local layout, a hub source's files, bundled rows + checksums."""
+    stype = src.get("type")
+    if stype not in SOURCE_TYPES:
+        errors.append(f"field 'source.type': expected one of {' | '.join(SOURCE_TYPES)}, got {stype!r}")
+        return
+    _check_fields({k: v for k, v in src.items() if k != "type"}, SOURCE_FIELDS[stype], "source.", errors)
+    if stype == "local" and isinstance(src.get("layout"), dict):
+        _check_fields(src["layout"], LAYOUT_FIELDS, "source.layout.", errors)
+    if stype == "hub":
+        _check_hub_files(src, splits, errors)
+    if stype == "bundled" and isinstance(src.get("rows"), list) and isinstance(src.get("sha256"), dict):
+        for i, row in enumerate(src["rows"]):
+            if not isinstance(row, dict) or not row:
+                errors.append(f"field 'source.rows[{i}]': expected a mapping column -> file path")
+                continue
+            for col, rel in row.items():
+                if col not in COLUMNS:
+                    errors.append(f"field 'source.rows[{i}].{col}': expected a column in {', '.join(COLUMNS)}")
+                if rel not in src["sha256"]:
+                    errors.append(f"field 'source.sha256': missing the checksum of {rel!r}")
+        for rel, digest in src["sha256"].items():
+            if not isinstance(digest, str) or _sha256(digest):
+                errors.append(f"field 'source.sha256.{rel}': expected 64 lowercase hex digits, got {digest!r}")
+
+
+def _check_depth(dep: dict, errors: list[str]) -> None:
+    """The `depth` mapping: its fields, units that fit the kind, what ray distance and disparity need."""
+    _check_fields(dep, DEPTH_FIELDS, "depth.", errors)
+    kind, units = dep.get("kind"), dep.get("units")
+    if kind == "disparity" and units not in (None, "px"):
+        errors.append(f"field 'depth.units': expected 'px' for disparity, got {units!r}")
+    if kind in ("planar", "ray") and units == "px":
+        errors.append(f"field 'depth.units': expected one of {' | '.join(UNITS_TO_M)} for {kind} depth, got 'px'")
+    if kind == "ray" and not dep.get("focal_px"):
+        errors.append("field 'depth.focal_px': missing (ray distance -> planar depth needs the focal in px)")
+    if kind == "disparity":
+        for f in ("focal_px", "baseline_m"):
+            if not dep.get(f):
+                errors.append(f"field 'depth.{f}': missing (disparity -> depth needs focal and baseline)")
 
 
 def read_manifest(path: str | os.PathLike) -> dict:

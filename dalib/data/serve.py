@@ -11,6 +11,7 @@ from pathlib import Path
 import datasets
 
 from dalib.data.generated import build_shards, load_generated
+from dalib.data.hub_sources import load_hub
 from dalib.data.schema import LABEL_COLUMNS, dataset_ref, get_manifest, split_entry, split_role
 from dalib.data.sources import converted_cache_dir, load_bundled, load_local, map_hf, open_hf
 
@@ -23,7 +24,8 @@ def load(name: str, split: str, *, root=None, n: int | None = None, height: int 
     """Serve split `split` of dataset `name` as a `datasets.Dataset` (columns in the module docstring).
 
     root: for generator sources the data folder (default $DALIB_DATA, else `<repo>/data`); for
-    hf/local sources the folder of the local copy (else $DALIB_ROOT_<NAME>, else <data>/raw/<name>).
+    hf/local sources the folder of the local copy (else $DALIB_ROOT_<NAME>, else <data>/raw/<name>); hub
+    sources read their pinned files from the Hugging Face cache or the hub (`dalib.data.hub_sources`).
     n, height, width: generator sources only; build/serve the first n samples at that size (built on
     first use, reused afterwards). Use `.with_format("numpy" | "torch")` to get (H, W) arrays; the
     numpy/torch formatters return integer columns (material) as int64.
@@ -43,6 +45,8 @@ def load(name: str, split: str, *, root=None, n: int | None = None, height: int 
         ds = map_hf(m, split, open_hf(m, split, root))
     elif stype == "local":
         ds = load_local(m, split, root)
+    elif stype == "hub":  # only the files the first n rows need are fetched
+        ds = load_hub(m, split, n)
     else:
         ds = load_bundled(m, split)
     if stype != "generator" and n is not None and n < len(ds):

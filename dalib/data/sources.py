@@ -98,7 +98,6 @@ def open_hf(m: dict, split: str, root):
 
 def map_hf(m: dict, split: str, ds):
     """Rename source columns to ours and convert depth to metres (cached under <data>/cache/<name>)."""
-
     mapped = dict(m.get("columns") or {})
     for ours, theirs in mapped.items():
         if theirs not in ds.column_names:
@@ -125,15 +124,28 @@ def map_hf(m: dict, split: str, ds):
         raise DataSourceError(f"{dataset_ref(m)}: split {split!r} has no depth column in "
                               f"{[c.removeprefix('__') for c in ds.column_names]}; map one with field 'columns.depth' "
                               f"(or 'columns.disparity')")
-    label_cols = ["depth", "mask"] + (["disparity"] if spec["kind"] == "disparity" else [])
+    key = hashlib.sha256(json.dumps([ds._fingerprint, cols, spec, FORMAT_VERSION], sort_keys=True).encode()).hexdigest()
+    with quiet_progress():
+        return ds.map(_depth_converter(spec, src_depth), batched=True, batch_size=8,
+                      features=datasets.Features(_mapped_features(ds, spec)),
+                      remove_columns=[c for c in ds.column_names if c.startswith("__")],
+                      cache_file_name=str(converted_cache_dir(m) / f"{split}-{key[:16]}.arrow"), new_fingerprint=key[:32])
+
+
+def _mapped_features(ds, spec: dict) -> dict:
+    """Features of `map_hf`'s output: the unmapped columns, images, material, and the label columns."""
     feats = {c: f for c, f in ds.features.items() if not c.startswith("__")}
     feats["image"] = datasets.Image()
     if "__image_right" in ds.features:
         feats["image_right"] = datasets.Image()
     if "__material" in ds.features:
         feats["material"] = ds.features["__material"]
-    feats.update(list_features(label_cols))
+    feats.update(list_features(["depth", "mask"] + (["disparity"] if spec["kind"] == "disparity" else [])))
+    return feats
 
+
+def _depth_converter(spec: dict, src_depth: str):
+    """A batched `datasets.map` function: source depth (column `src_depth`) -> metres, mask (and disparity)."""
     def convert(batch):
         out = {"image": batch["__image"]}
         for c in ("image_right", "material"):
@@ -154,11 +166,7 @@ def map_hf(m: dict, split: str, ds):
                 out["disparity"].append(np.where(mask, disp, 0).astype(np.float32))
         return out
 
-    key = hashlib.sha256(json.dumps([ds._fingerprint, cols, spec, FORMAT_VERSION], sort_keys=True).encode()).hexdigest()
-    with quiet_progress():
-        return ds.map(convert, batched=True, batch_size=8, features=datasets.Features(feats),
-                      remove_columns=[c for c in ds.column_names if c.startswith("__")],
-                      cache_file_name=str(converted_cache_dir(m) / f"{split}-{key[:16]}.arrow"), new_fingerprint=key[:32])
+    return convert
 
 
 def _local_rows(m: dict, split: str, root: Path) -> list[dict]:
