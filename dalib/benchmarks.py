@@ -29,10 +29,8 @@ import torch
 from dalib.data.schema import BENCHMARKS, get_manifest
 from dalib.data.serve import load
 from dalib.evaluate import predict_disparities
-from dalib.hub import hub_file
 from dalib.metrics import per_image_depth_metrics
-from dalib.model import DepthAnything
-from dalib.weights import load_weights
+from dalib.weights import OFFICIAL_WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -77,36 +75,6 @@ PAPER_TABLE2 = {
 }
 #: V2 paper, DA-2K benchmark: accuracy (%) of the closer-point choice
 PAPER_DA2K = {"Marigold": 86.8, "V1": 88.5, "V2-S": 95.3, "V2-B": 97.0, "V2-L": 97.1, "V2-G": 97.4}
-
-
-@dataclass(frozen=True)
-class HubWeights:
-    """An official checkpoint on the Hugging Face hub, pinned."""
-    repo_id: str              # owner/name of the model repository
-    filename: str             # the checkpoint file in it
-    revision: str             # the pinned commit
-    encoder: str              # dalib.model.CONFIGS key it holds
-    license: str              # as the model card states it
-    size: str                 # as the hub lists it
-    card: str                 # the model card's URL
-
-
-#: official weights evaluated beside the run's models (notebook 07); verified on the model card, see the README
-OFFICIAL_WEIGHTS = {
-    "V2-S": HubWeights("depth-anything/Depth-Anything-V2-Small", "depth_anything_v2_vits.pth",
-                       "c39ba42370cc2915c194638f9fa23d5cecf6f410", "vits", "Apache-2.0", "99.2 MB",
-                       "https://huggingface.co/depth-anything/Depth-Anything-V2-Small"),
-}
-
-
-def official_model(name: str = "V2-S", *, local_only: bool | None = None) -> DepthAnything:
-    """The official checkpoint `name` of OFFICIAL_WEIGHTS, from the Hugging Face cache or the hub
-    (`dalib.hub.hub_file`; HubFileError says how to fetch it), loaded by `dalib.weights.load_weights`."""
-    if name not in OFFICIAL_WEIGHTS:
-        raise KeyError(f"official weights {name!r}: expected one of {', '.join(OFFICIAL_WEIGHTS)}")
-    ref = OFFICIAL_WEIGHTS[name]
-    path = hub_file(ref.repo_id, ref.filename, ref.revision, repo_type="model", local_only=local_only)
-    return load_weights(path, encoder=ref.encoder, version="v2").eval()
 
 
 def crop_mask(crop: str | None, shape: tuple[int, int]) -> np.ndarray:

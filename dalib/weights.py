@@ -3,7 +3,7 @@
 
     from dalib.weights import load_weights, from_official_state_dict, to_hf_state_dict
     model = load_weights("depth_anything_v2_vits.pth")   # official .pth, HF file/folder, or a dalib folder
-    model = build_model("vits", pretrained_encoder=True) # encoder from local DINOv2 weights, head random
+    model = build_model("vits", pretrained_encoder=True) # encoder: DINOv2 (local file, HF cache, hub); head random
     hf_sd = to_hf_state_dict(model)                      # names of transformers' DepthAnythingForDepthEstimation
 
 Files are read safely: safetensors, or `torch.load(..., weights_only=True)` (tensors only; a file that
@@ -17,16 +17,18 @@ import pickle
 import re
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from huggingface_hub import hf_hub_download
 from torch import Tensor
 
+from dalib.hub import HubFileError, hub_file
 from dalib.images import PATCH
 from dalib.model import (CHECKPOINT_FORMAT, CONFIGS, MODEL_CONFIG_FILE, WEIGHT_FORMATS, WEIGHTS_FILE, DepthAnything,
                          get_config, load_state_dict_strict, read_safetensors)
 from dalib.runfiles import read_json_object
+from dalib.shards import file_sha256
 
 
 # ============================================================================ building a model
@@ -329,49 +331,106 @@ def _weights_dir() -> Path:
     return Path(os.environ.get("DALIB_WEIGHTS_DIR", Path.home() / ".cache" / "dalib"))
 
 
-def find_encoder_weights(encoder) -> Path:
-    """Local DINOv2 weights of a size (name or ModelConfig), offline only: $DALIB_WEIGHTS_DIR (default
-    ~/.cache/dalib)/`<dinov2_hub>_pretrain.pth`, then the local Hugging Face cache of timm's
-    `<timm_name>.lvd142m`. Raises FileNotFoundError saying where to put the file."""
+@dataclass(frozen=True)
+class HubWeights:
+    """A weights file on the Hugging Face hub at a pinned commit (`dalib.hub.hub_file`)."""
+
+    repo_id: str  # owner/name of the model repository
+    filename: str  # the weights file in it
+    revision: str  # the pinned commit (40 hex digits)
+    encoder: str  # dalib.model.CONFIGS key it holds
+    license: str  # as the model card states it
+    size: str  # as the hub lists it
+    card: str  # the model card's URL
+
+
+# DINOv2 encoders as timm publishes them (the weights of github.com/facebookresearch/dinov2 in timm's layout,
+# Apache-2.0 on each card), at commits whose file lists were checked on the hub (model.safetensors)
+DINOV2_WEIGHTS = {name: HubWeights(f"timm/{timm_name}.lvd142m", "model.safetensors", revision, name, "Apache-2.0",
+                                   size, f"https://huggingface.co/timm/{timm_name}.lvd142m")
+                  for name, timm_name, revision, size in (
+                      ("vits", "vit_small_patch14_dinov2", "0686a689726076609b20e80d263cb5aa7be945f5", "88 MB"),
+                      ("vitb", "vit_base_patch14_dinov2", "117371543cc3adbf9bda0dbd93a85577e9f362a7", "346 MB"),
+                      ("vitl", "vit_large_patch14_dinov2", "7eb792a1b3aabe5d55f3da6ff9e2e084744e25f9", "1.22 GB"),
+                      ("vitg", "vit_giant_patch14_dinov2", "871560b601972c6d7c2a08a2c6e4f2c83c840432", "4.55 GB"))}
+
+# official Depth Anything checkpoints, evaluated beside a run's models (notebook 07); checked on the model card
+OFFICIAL_WEIGHTS = {
+    "V2-S": HubWeights("depth-anything/Depth-Anything-V2-Small", "depth_anything_v2_vits.pth",
+                       "c39ba42370cc2915c194638f9fa23d5cecf6f410", "vits", "Apache-2.0", "99.2 MB",
+                       "https://huggingface.co/depth-anything/Depth-Anything-V2-Small"),
+}
+ENCODER_CHOICES = ("auto", "required")  # pretrained_encoder values resolved here (None: random init, or a file)
+
+
+def find_encoder_weights(encoder, *, download: bool = True) -> Path:
+    """DINOv2 weights of a size (name or ModelConfig): $DALIB_WEIGHTS_DIR (default ~/.cache/dalib)/
+    `<dinov2_hub>_pretrain.pth` when the official file is there, else timm's release from the Hugging Face cache,
+    downloaded into it when missing (`dalib.hub.hub_file`: not with download=False or $HF_HUB_OFFLINE). Raises
+    FileNotFoundError with what was tried and the one command that fetches the file."""
     cfg = get_config(encoder)
-    if not cfg.dinov2_hub:
-        raise FileNotFoundError(f"no released DINOv2 weights exist for {cfg.name!r}; "
-                                "use pretrained_encoder=None (random init) or a file you trained")
+    if cfg.name not in DINOV2_WEIGHTS:
+        raise FileNotFoundError(f"no released DINOv2 weights exist for {cfg.name!r}; use pretrained_encoder=None "
+                                "(random init) or a weights file you trained")
     local = _weights_dir() / f"{cfg.dinov2_hub}_pretrain.pth"
     if local.is_file():
         return local
+    w = DINOV2_WEIGHTS[cfg.name]
     try:
-        return Path(hf_hub_download(f"timm/{cfg.timm_name}.lvd142m", "model.safetensors", local_files_only=True))
-    except Exception:
-        pass
-    url = f"https://dl.fbaipublicfiles.com/dinov2/{cfg.dinov2_hub}/{cfg.dinov2_hub}_pretrain.pth"
-    raise FileNotFoundError(
-        f"DINOv2 weights for {cfg.name!r} not found offline. Download {url} and put it at {local} "
-        f"(or set DALIB_WEIGHTS_DIR), pass pretrained_encoder='/path/to/file', or place "
-        f"timm/{cfg.timm_name}.lvd142m in the Hugging Face cache.")
+        return hub_file(w.repo_id, w.filename, w.revision, local_only=not download)
+    except HubFileError as e:
+        raise FileNotFoundError(f"DINOv2 weights for {cfg.name!r} ({w.size}): not at {local} and {e}") from None
+
+
+def describe_weights(path) -> dict:
+    """{"path", "sha256", "source"} of a weights file, for a run's params.json and the notebooks' output; the source
+    names the hub repo and commit when the file is in the Hugging Face cache."""
+    path = Path(path)
+    source = str(path)
+    for w in (*DINOV2_WEIGHTS.values(), *OFFICIAL_WEIGHTS.values()):
+        if f"models--{w.repo_id.replace('/', '--')}" in path.parts and w.revision in path.parts:
+            source = f"hf://{w.repo_id}@{w.revision}/{w.filename}"
+    return {"path": str(path), "sha256": file_sha256(path), "source": source}
 
 
 def resolve_pretrained_encoder(choice, encoder):
-    """`pretrained_encoder` with "auto" resolved: the local DINOv2 file (str) when there is one, else None
-    (random init) with a RuntimeWarning; any other value is returned as is. Notebooks 04 and 06."""
-    if choice != "auto":
-        return choice
+    """`pretrained_encoder` resolved to a weights file (str) or None (random init). Notebooks 04 and 06.
+
+    "auto": DINOv2 from the local caches, else downloaded (`find_encoder_weights`), else None with a RuntimeWarning
+    (e.g. `vitt`, for which no DINOv2 exists); "required": the same but a FileNotFoundError naming the command
+    that fetches the weights instead of random init (the gpu profiles); None / False: random init; a path: as is.
+    """
+    if choice is None or choice is False:
+        return None
+    if choice not in ENCODER_CHOICES:
+        return str(choice)
     try:
         return str(find_encoder_weights(encoder))
     except FileNotFoundError as e:
-        warnings.warn(f"pretrained_encoder='auto': no local DINOv2 weights ({e}); the encoder starts from "
-                      "random weights, for which an encoder lr near 1e-4 suits better than 5e-6",
-                      RuntimeWarning, stacklevel=2)
+        if choice == "required":
+            raise FileNotFoundError(f"pretrained_encoder='required': {e}. Or train from random init knowingly "
+                                    "(pretrained_encoder null: then with a from-scratch lr and warmup)") from None
+        warnings.warn(f"pretrained_encoder='auto': {e}; the encoder starts from random weights, for which an "
+                      "encoder lr near 1e-4 suits better than 5e-6", RuntimeWarning, stacklevel=2)
         return None
 
 
+def official_model(name: str = "V2-S", *, local_only: bool | None = None) -> DepthAnything:
+    """The official checkpoint `name` of OFFICIAL_WEIGHTS, from the Hugging Face cache or the hub
+    (`dalib.hub.hub_file`; HubFileError says how to fetch it), loaded by `dalib.weights.load_weights`."""
+    if name not in OFFICIAL_WEIGHTS:
+        raise KeyError(f"official weights {name!r}: expected one of {', '.join(OFFICIAL_WEIGHTS)}")
+    ref = OFFICIAL_WEIGHTS[name]
+    path = hub_file(ref.repo_id, ref.filename, ref.revision, repo_type="model", local_only=local_only)
+    return load_weights(path, encoder=ref.encoder, version="v2").eval()
+
+
 def load_encoder_weights(model: DepthAnything, source=True) -> None:
-    """Initialise `model.pretrained` from DINOv2 weights, offline only.
+    """Initialise `model.pretrained` from DINOv2 weights.
 
     source: a file (official `dinov2_vits14_pretrain.pth`, a timm `.safetensors`, or a full Depth
-    Anything checkpoint whose `pretrained.*` part is used), or True to look in
-    $DALIB_WEIGHTS_DIR (default ~/.cache/dalib) for `<dinov2_hub>_pretrain.pth` and then in the local
-    Hugging Face cache for `timm/<timm_name>.lvd142m`. Raises FileNotFoundError saying where to put it.
+    Anything checkpoint whose `pretrained.*` part is used), or True / "auto" for `find_encoder_weights` (the local
+    file, the Hugging Face cache, the hub). Raises FileNotFoundError saying what was tried.
     """
     if source is True or source == "auto":
         path = find_encoder_weights(model.cfg)

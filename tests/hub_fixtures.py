@@ -1,7 +1,7 @@
 """Tiny stand-ins for the hub files the course reads, in the schema each card and loading script documents,
 written into a folder laid out as huggingface_hub's cache (`<kind>s--owner--name/snapshots/<commit>/<file>`).
 
-The repository, commit and file names come from the shipped manifests (and dalib.benchmarks.OFFICIAL_WEIGHTS);
+The repository, commit and file names come from the shipped manifests (and dalib.weights.OFFICIAL_WEIGHTS);
 the contents (column and key names, encodings, units) are written here from the documented schema, never from
 the manifests, so a manifest whose columns, units or format drift from the real files fails the tests:
 
@@ -9,6 +9,7 @@ the manifests, so a manifest whose columns, units or format drift from the real 
     da-2k              a zip: DA-2K/annotations.json {images/<scene>/<file>: [{point1, point2, closer_point}]}
     commoncatalog-cc-by  parquet: jpg (JPEG bytes), licenseurl, url
     official weights   a random vits state dict in the official key layout, torch.save'd as .pth
+    DINOv2 (timm)      a random vits encoder state dict in timm's layout, as model.safetensors
 
     python tests/hub_fixtures.py DIR     # writes the datasets' cache to DIR (e.g. to try notebook 07 offline)
 """
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 from PIL import Image
+from safetensors.torch import save_file
 
 from dalib.model import DepthAnything
 
@@ -126,11 +128,22 @@ def write_pool(cache: Path, n: int = 6, short_side: int = 40) -> Path:
 
 def write_official_weights(cache: Path, ref, seed: int = 0) -> tuple[Path, dict]:
     """A random vits in the official checkpoint's key layout (`pretrained.*`, `depth_head.*`), as a .pth at
-    `ref` (repo_id, filename, revision: dalib.benchmarks.OFFICIAL_WEIGHTS["V2-S"])."""
+    `ref` (repo_id, filename, revision: dalib.weights.OFFICIAL_WEIGHTS["V2-S"])."""
     torch.manual_seed(seed)
     sd = {k: v.clone() for k, v in DepthAnything("vits", "v2").state_dict().items()}
     path = snapshot(cache, ref.repo_id, ref.revision, "model") / ref.filename
     torch.save(sd, path)
+    return path, sd
+
+
+def write_dinov2(cache: Path, ref, seed: int = 1) -> tuple[Path, dict]:
+    """A random vits encoder in timm's DINOv2 layout (no `pretrained.` prefix, no mask_token), as the
+    model.safetensors of `ref` (dalib.weights.DINOV2_WEIGHTS["vits"])."""
+    torch.manual_seed(seed)
+    sd = {k: v.clone().contiguous() for k, v in DepthAnything(ref.encoder).pretrained.state_dict().items()
+          if k != "mask_token"}
+    path = snapshot(cache, ref.repo_id, ref.revision, "model") / ref.filename
+    save_file(sd, str(path))
     return path, sd
 
 

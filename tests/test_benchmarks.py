@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import hub_fixtures as fx
-from dalib.benchmarks import (CROPS, OFFICIAL_WEIGHTS, PAPER_DA2K, PAPER_TABLE2, PROTOCOLS, crop_mask, da2k_correct,
-                              evaluate_benchmark, evaluate_da2k, official_model, score_dense, zero_shot_table)
+from dalib.benchmarks import (CROPS, PAPER_DA2K, PAPER_TABLE2, PROTOCOLS, crop_mask, da2k_correct, evaluate_benchmark,
+                              evaluate_da2k, score_dense, zero_shot_table)
+from dalib.weights import OFFICIAL_WEIGHTS, official_model
 from dalib.data.serve import load
 from dalib.hub import HubFileError
 
