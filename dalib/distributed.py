@@ -12,6 +12,7 @@ names in $DALIB_RESULT_DIR (nothing happens outside `run_torchrun`).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -62,33 +63,78 @@ def report_result(result: dict) -> None:
         atomic_write_json(Path(folder) / f"rank-{dist_env()[0]}.json", json.loads(json.dumps(result, default=str)))
 
 
-def run_torchrun(module: str, args: Sequence[str], nproc: int) -> list[dict]:
+def run_torchrun(module: str, args: Sequence[str], nproc: int, *, log_file=None, echo=None) -> list[dict]:
     """`torchrun --standalone --nproc_per_node nproc -m module args...` (this Python); returns what each rank
-    passed to `report_result`, in rank order. RuntimeError with the command and the end of its stderr when
-    it fails or a rank reported nothing. Used by `dalib.train.loop.launch` and `dalib.pseudo_label`."""
-
+    passed to `report_result`, in rank order. The children's output (stdout and stderr) streams as it comes to
+    `echo` (default: this process's stdout, so a notebook shows their progress) and to `log_file` (appended). GPU
+    memory this process holds in torch's cache is released first, for the children. RuntimeError with the command
+    and the end of the output when it fails or a rank reported nothing. Used by `dalib.train.loop.launch` and
+    `dalib.pseudo_label.labelling.launch_pseudo_label`."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", module, *map(str, args)]
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     with tempfile.TemporaryDirectory(prefix="dalib-results-") as folder:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, RESULT_DIR_ENV: folder})
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        code, tail = _stream(cmd, {**os.environ, RESULT_DIR_ENV: folder}, log_file, echo or sys.stdout)
+        if code != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed (exit {code}):\n{tail}")
         files = [Path(folder) / f"rank-{r}.json" for r in range(nproc)]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
-            raise RuntimeError(f"{' '.join(cmd)} reported no result for {missing}:\n{proc.stderr[-4000:]}")
+            raise RuntimeError(f"{' '.join(cmd)} reported no result for {missing}:\n{tail}")
         return [json.loads(f.read_text()) for f in files]
 
 
-def notebook_device(num_threads: int = 0) -> torch.device:
-    """The device a chapter runs its models on, chosen as training chooses (CUDA when present, else the
-    CPU), after giving torch `num_threads` CPU threads when num_threads > 0 (0: torch's default).
-    Notebooks 04 to 07."""
+def _stream(cmd: list[str], env: dict, log_file, echo) -> tuple[int, str]:
+    """Run `cmd`, copying its combined output to `echo` and `log_file` chunk by chunk (progress bars' carriage
+    returns included); returns (exit code, the last 4,000 characters of the output)."""
+    tail = ""
+    log = open(log_file, "ab") if log_file else contextlib.nullcontext()
+    with log, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as proc:
+        while chunk := proc.stdout.read1(4096):
+            text = chunk.decode(errors="replace")
+            echo.write(text)
+            echo.flush()
+            if log_file:
+                log.write(chunk)
+                log.flush()
+            tail = (tail + text)[-4000:]
+    return proc.returncode, tail
+
+
+def notebook_device(num_threads: int = 0, device: str = "auto") -> torch.device:
+    """The device a chapter runs its models on (its `device` parameter): "auto" as training chooses (CUDA when
+    present, else the CPU), "cuda" (an error without CUDA) or "cpu"; torch gets `num_threads` CPU threads when
+    num_threads > 0 (0: torch's default). Notebooks 04 to 07."""
     if num_threads < 0:
         raise ValueError(f"num_threads must be >= 0 (0: torch's default), got {num_threads}")
     if num_threads > 0:
         torch.set_num_threads(num_threads)
-    return resolve_device("auto", mps=False)
+    return resolve_device(device, mps=False, what="the notebook's device parameter")
+
+
+def cuda_missing_message(what: str) -> str:
+    """Why `what` (a profile or setting that asks for CUDA) cannot run here, and what to do: this torch's version
+    and CUDA build, and how to install one that matches the machine's driver."""
+    build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+    return (f"{what} asks for a CUDA GPU, but torch {torch.__version__} ({build}) sees none "
+            f"(torch.cuda.is_available() is False). On a GPU machine, install a torch build for its driver "
+            f"(nvidia-smi names the driver's CUDA version), e.g. `rm -rf .venv && make setup TORCH_SPEC=\"torch "
+            f"torchvision --index-url https://download.pytorch.org/whl/cu124\"`; or run on the CPU knowingly "
+            f"with `-p device cpu` (slow at 518 px).")
+
+
+def device_info() -> dict:
+    """torch's version and CUDA build, each GPU's name, memory and bf16 support, and whether the CPU computes bf16
+    natively: what a run's params.json and config.json record about the machine."""
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            gpus.append({"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
+                         "capability": f"{props.major}.{props.minor}", "bf16": props.major >= 8})
+    return {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "gpus": gpus,
+            "cpu_native_bf16": cpu_has_native_bf16()}
 
 
 # ---------------------------------------------------------------- bfloat16 support

@@ -37,12 +37,15 @@ import time
 from pathlib import Path
 
 import papermill
+import torch
 import yaml
 from papermill.exceptions import PapermillExecutionError
 
+from dalib.distributed import cuda_missing_message, device_info
 from dalib.runfiles import (REPO_ROOT, atomic_write_bytes, atomic_write_json, environment_info, load_metrics,
                             read_yaml, run_dir_path)
 from dalib.seeds import seed_dir, write_aggregate
+from dalib.weights import describe_weights, resolve_pretrained_encoder
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -157,12 +160,15 @@ def resolve_parameters(nb_path: Path, cfg: dict, overrides: dict, run_dir: Path,
         raise PipelineError(f"{nb_path.name}: its `parameters` cell must define `run_dir`")
     stem = nb_path.stem
     params = {k: v for k, v in (cfg.get("parameters") or {}).items() if k in declared}
-    own = (cfg.get("notebooks") or {}).get(stem) or {}
-    unknown = sorted(set(own) - set(declared))
+    own = dict((cfg.get("notebooks") or {}).get(stem) or {})
+    scratch = own.pop("scratch", None) or {}  # values for a random-init encoder (pretrained_encoder null)
+    unknown = sorted((set(own) | set(scratch)) - set(declared))
     if unknown:
         raise PipelineError(f"profile sets {unknown} for {nb_path.name}, which declares only {sorted(declared)}")
     params.update(own)
     params.update({k: v for k, v in overrides.items() if k in declared})
+    if params.get("pretrained_encoder", "") is None:  # random init asked for: the from-scratch lr and warmup
+        params.update({k: v for k, v in scratch.items() if k not in overrides})
     check_parameter_types(nb_path.name, declared, params)
     params["run_dir"] = str(run_dir)
     return params
@@ -217,11 +223,14 @@ def run_pipeline(
     cfg = load_profile(profile, config_dir)
     run_dir = run_dir_path(run_dir)
     notebooks, resolved = _resolve_run(cfg, run_dir, overrides, only, notebook_dir)
+    _check_devices(resolved, profile)
+    encoders = _resolve_encoders(resolved, log)  # downloads DINOv2 when asked for; stops when 'required' cannot
     (run_dir / "notebooks").mkdir(exist_ok=True)
     env = environment_info()
     atomic_write_json(
         run_dir / "params.json",
-        {"profile": profile, "argv": sys.argv, "overrides": overrides, "notebooks": resolved, "environment": env},
+        {"profile": profile, "argv": sys.argv, "overrides": overrides, "notebooks": resolved, "environment": env,
+         "devices": device_info(), "pretrained_encoders": encoders},
     )
     t_start = time.perf_counter()
     timings, failure = _execute_in_order(notebooks, resolved, profile, run_dir, restart, log)
@@ -255,6 +264,40 @@ def _resolve_run(cfg: dict, run_dir: Path, overrides: dict, only, notebook_dir: 
     if stray:
         raise PipelineError(f"-p {stray}: no notebook declares such a parameter")
     return notebooks, resolved
+
+
+def _check_devices(resolved: dict, profile: str) -> None:
+    """A notebook whose `device` is CUDA on a machine without it stops the run before anything runs, saying why
+    and what to install (or `-p device cpu`)."""
+    if torch.cuda.is_available():
+        return
+    for stem, params in resolved.items():
+        device = str(params.get("device") or "auto")
+        if device.startswith("cuda"):
+            raise PipelineError(cuda_missing_message(f"profile {profile!r} ({stem}: device={device!r})"))
+
+
+def _resolve_encoders(resolved: dict, log) -> dict:
+    """Each notebook's `pretrained_encoder` resolved before any notebook runs (`dalib.weights`: the local caches,
+    else a download): {stem: {"encoder", "choice", "path", "sha256", "source"} or {..., "random_init": True}}. A
+    'required' encoder that cannot be had is a PipelineError naming the command that fetches it."""
+    out = {}
+    for stem, params in resolved.items():
+        if "pretrained_encoder" not in params or "encoder" not in params:
+            continue
+        choice, encoder = params["pretrained_encoder"], params["encoder"]
+        try:
+            path = resolve_pretrained_encoder(choice, encoder)
+        except FileNotFoundError as e:
+            raise PipelineError(f"{stem}: {e}") from None
+        if path and not Path(path).is_file():
+            raise PipelineError(f"{stem}: pretrained_encoder={path!r}: no such weights file")
+        entry = {"encoder": encoder, "choice": choice}
+        entry.update(describe_weights(path) if path else {"random_init": True})
+        if path:
+            log(f"pipeline: {stem}: {encoder} encoder from {entry['source']} (sha256 {entry['sha256']})")
+        out[stem] = entry
+    return out
 
 
 def _execute_in_order(notebooks: list[Path], resolved: dict, profile: str, run_dir: Path, restart: bool,
