@@ -38,7 +38,7 @@ from dalib.distributed import cpu_has_native_bf16
 from dalib.model import DepthAnything
 from dalib.train.config import TrainConfig, per_batch
 from dalib.train.loop import train
-from dalib.train.plan import BatchPlan, open_training_dataset
+from dalib.train.plan import BatchPlan, batch_to_device, open_training_dataset
 from dalib.train.step import build_optimizer, freeze_unused, use_autocast
 from dalib.transforms import JointTransform
 
@@ -205,8 +205,8 @@ def main(argv=None):
                           num_workers=args.num_workers, device=args.device, progress=False, out_dir=str(tmp / "run"))
         device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                               "cpu" if args.device == "auto" else args.device)
-        batch = BatchPlan([open_training_dataset(cfg.datasets[0], "train")], [args.batch_size], ["auto"],
-                          JointTransform(args.crop), 0)[0]
+        batch = batch_to_device(BatchPlan([open_training_dataset(cfg.datasets[0], "train")], [args.batch_size],
+                                          ["auto"], JointTransform(args.crop), 0)[0], "cpu")  # normalised images
         # bare before and after the loop, the faster one counts: a load spike cannot flatter the loop
         amp = use_autocast(cfg, device)  # what the loop does on this device
         bare_a, flops = bare_rate(cfg, batch, device, max(5, args.steps), amp)

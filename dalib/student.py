@@ -41,7 +41,7 @@ from dalib.losses import feature_alignment_loss
 from dalib.model import DepthAnything
 from dalib.train.cli import command_error, train_and_report
 from dalib.train.config import TrainConfig, config_from_mapping, per_batch, read_config_file
-from dalib.train.plan import build_plan
+from dalib.train.plan import batch_to_device, build_plan
 from dalib.train.step import TrainHooks, use_autocast
 from dalib.transforms import denormalize_image, imagenet_stats, sample_seed
 from dalib.weights import build_model
@@ -247,7 +247,7 @@ def photometric_hooks(n_sources: int, perturb: PerturbConfig | None = None) -> S
 def preview_batch(cfg: TrainConfig, hooks: StudentHooks, step: int = 0) -> tuple[dict, dict]:
     """(clean batch, the batch the student trains on) of step `step` of a run, on the CPU, without
     training: the same data plan and the same seeded perturbations / CutMix as `train(cfg, hooks)`."""
-    clean = build_plan(cfg)[step]
+    clean = batch_to_device(build_plan(cfg)[step], "cpu")
     hooks.bind(cfg)
     return clean, hooks.perturb_batch(dict(clean), step)
 

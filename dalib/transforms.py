@@ -8,8 +8,9 @@ neighbours and no depth value appears that was not measured.
     from dalib.transforms import JointTransform, row_to_sample, sample_generator
     tf = JointTransform(crop=518)                        # resize (shorter side >= crop), crop, flip p=0.5
     g = sample_generator(seed, source, epoch, index)    # augmentation RNG = pure function of these keys
-    out = tf(row_to_sample(ds[i]), g)                   # {"image" (3,518,518) ImageNet-normalised,
-                                                        #  "target" (518,518) disparity in [0,1], "mask"}
+    out = tf(row_to_sample(ds[i]), g)                   # {"image" (3,518,518) uint8, "target" (518,518)
+                                                        #  disparity in [0,1], "mask"}
+    x = normalize_image(out["image"].to(device))        # ImageNet-normalised float32, on the device
 
 Because the random numbers come from a generator seeded by (seed, source, epoch, sample index) and not
 from a global RNG, the crop of a sample is the same in any DataLoader worker, in any process of a
@@ -144,7 +145,7 @@ def resize_shorter_side(height: int, width: int, shorter: int) -> tuple[int, int
 
 
 class JointTransform:
-    """Resize keeping aspect (shorter side >= crop), crop crop x crop, horizontal flip; then normalise.
+    """Resize keeping aspect (shorter side >= crop), crop crop x crop, horizontal flip.
 
     crop: output side in pixels, a multiple of 14 (the ViT patch). scale: range of the shorter side
     relative to crop before cropping ((1, 1) = the official "lower bound" resize; (1, 1.5) adds zoom).
@@ -192,9 +193,11 @@ class JointTransform:
         return img.as_subclass(Tensor), tgt.as_subclass(Tensor)[0], msk.as_subclass(Tensor)[0].to(torch.bool)
 
     def __call__(self, sample: dict, g: torch.Generator | None = None) -> dict:
-        """sample from `row_to_sample` -> {"image" (3,c,c) float, "target" (c,c) disparity in [0,1], "mask" (c,c) bool}."""
+        """sample from `row_to_sample` -> {"image" (3,c,c) uint8, "target" (c,c) disparity in [0,1], "mask" (c,c)
+        bool}. The image stays uint8 (a quarter of float32's bytes between DataLoader workers and the loop); the
+        loop normalises it on its device (`normalize_image`, `dalib.train.plan.batch_to_device`)."""
         H, W = sample["image"].shape[-2:]
         p = self.params(H, W, g)
         img, tgt, msk = self.geometric(sample["image"], sample["target"], sample["mask"], p)
         tgt, msk = finalize_target(tgt, msk, sample["kind"])
-        return {"image": normalize_image(img), "target": tgt, "mask": msk}
+        return {"image": img, "target": tgt, "mask": msk}

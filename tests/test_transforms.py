@@ -38,7 +38,9 @@ def test_output_is_crop_square_multiple_of_14(crop):
     row = {"image": rng.integers(0, 255, (37, 91, 3), dtype=np.uint8),
            "depth": rng.uniform(1, 5, (37, 91)).astype(np.float32)}
     out = JointTransform(crop)(row_to_sample(row), sample_generator(0, 1))
-    assert out["image"].shape == (3, crop, crop) and out["image"].dtype == torch.float32
+    assert out["image"].shape == (3, crop, crop) and out["image"].dtype == torch.uint8  # normalised on the device
+    x = normalize_image(out["image"])
+    assert x.dtype == torch.float32 and torch.allclose(_unnormalize(x), out["image"].float(), atol=1e-3)
     assert out["target"].shape == (crop, crop) and out["mask"].shape == (crop, crop)
     assert out["mask"].dtype == torch.bool
     for bad in (50, 0, -14):
@@ -69,7 +71,7 @@ def test_flip_moves_image_depth_and_mask_together():
     # through the full transform (flip p=1): the valid pixels are on the right, red and disparity agree
     out = JointTransform(56, hflip=1.0)(_column_sample(), sample_generator(0, 0))
     assert out["mask"][:, -10:].all() and not out["mask"][:, :-10].any()
-    red = _unnormalize(out["image"])[0]
+    red = out["image"][0].float()
     assert torch.equal(red[0], (torch.arange(56).flip(0) * 4).float())
     # nearest valid pixel (smallest depth, column 0 -> rightmost after the flip) has disparity 1
     assert out["target"][0, -1] == 1.0 and out["target"][0, -10] == 0.0

@@ -8,7 +8,7 @@ import math
 import torch
 
 from dalib.train.config import TrainConfig
-from dalib.train.plan import build_plan
+from dalib.train.plan import batch_to_device, build_plan
 from dalib.train.step import TrainHooks, build_state, train_device, train_step
 
 
@@ -26,7 +26,7 @@ class _Diagnostic:
         hooks.setup(self.state.model, self.cfg, self.device)
 
     def step(self, batch: dict, step: int) -> tuple[dict, list[float]]:
-        return train_step(self.state, {k: v.to(self.device) for k, v in batch.items()}, step)
+        return train_step(self.state, batch_to_device(batch, self.device), step)
 
 
 def lr_range_test(cfg: TrainConfig, *, lr_min: float = 1e-6, lr_max: float = 1e-2, steps: int = 60,

@@ -22,7 +22,7 @@ from dalib.runfiles import atomic_write_bytes, atomic_write_json, environment_in
 from dalib.train.checkpoints import (LOG_FILE, append_log, check_resume, clean_partial_checkpoints, latest_checkpoint,
                                      load_train_state, save_checkpoint, set_rng_state, truncate_log)
 from dalib.train.config import TrainConfig
-from dalib.train.plan import BatchPlan, build_plan, worker_init
+from dalib.train.plan import BatchPlan, batch_to_device, build_plan, worker_init
 from dalib.train.step import TrainHooks, TrainState, build_state, gm_weight_at, train_device, train_step
 
 RUN_CONFIG_FILE = "config.json"  # out_dir/config.json: the resolved TrainConfig, device, arithmetic, environment
@@ -61,7 +61,8 @@ def launch(cfg: TrainConfig, nproc: int = 1, hooks: TrainHooks | None = None) ->
 
     For torchrun the run is written to `out_dir/launch.yaml` (in-memory datasets saved under
     `out_dir/inputs/`); hooks must describe themselves with `to_spec()` (`dalib.student.StudentHooks` does)
-    and are rebuilt in every process by `python -m dalib.student`.
+    and are rebuilt in every process by `python -m dalib.student`. The processes' output (rank 0's progress bar
+    included) streams to this process's output and to `out_dir/torchrun.log`.
     """
     if nproc <= 1:
         return train(cfg, hooks)
@@ -76,9 +77,10 @@ def launch(cfg: TrainConfig, nproc: int = 1, hooks: TrainHooks | None = None) ->
                              "under torchrun (nproc > 1)")
         spec["student"] = hooks.to_spec()
         module = "dalib.student"
+    spec["progress"] = True  # rank 0's progress bar streams to this process's output (and torchrun.log)
     path = out / "launch.yaml"
     atomic_write_bytes(path, yaml.safe_dump(spec, sort_keys=False).encode())
-    return run_torchrun(module, ["--config", str(path)], nproc)[0]  # rank 0's report (`main`)
+    return run_torchrun(module, ["--config", str(path)], nproc, log_file=out / "torchrun.log")[0]  # rank 0's report
 
 
 def _resume(cfg: TrainConfig, out_dir: Path, state: TrainState, device) -> tuple[Path | None, int]:
@@ -176,8 +178,7 @@ def _train(cfg: TrainConfig, hooks: TrainHooks, rank: int, world: int, device: t
         t0 = time.perf_counter()
         batch = next(batches)
         logger.data_s += time.perf_counter() - t0
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        terms, lrs = train_step(state, batch, step)
+        terms, lrs = train_step(state, batch_to_device(batch, device), step)
         step += 1
         t_first = t_first or time.perf_counter()
         logger.after_step(step, terms, lrs)

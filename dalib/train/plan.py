@@ -9,7 +9,7 @@ from torch import Tensor
 
 from dalib.data.serve import open_dataset
 from dalib.train.config import TrainConfig, describe_source, per_batch
-from dalib.transforms import JointTransform, row_to_sample, sample_generator
+from dalib.transforms import JointTransform, normalize_image, row_to_sample, sample_generator
 
 
 def open_training_dataset(spec: Any, split: str, *, root: str | None = None, n: int | None = None):
@@ -31,8 +31,9 @@ class BatchPlan(torch.utils.data.Dataset):
 
     Pure function of (seed, step, rank): source i contributes counts[i] images per global batch, read
     in the order of its own permutation per epoch; rank r takes the r-th equal slice of each source's
-    share. Item: {"image" (b,3,c,c) float, "target" (b,c,c), "mask" (b,c,c) bool, "source" (b,) long,
-    "row" (b,) long}. Used with DataLoader(batch_size=None, sampler=range(start, steps)).
+    share. Item: {"image" (b,3,c,c) uint8, "target" (b,c,c), "mask" (b,c,c) bool, "source" (b,) long,
+    "row" (b,) long}, which `batch_to_device` moves and normalises. Used with DataLoader(batch_size=None,
+    sampler=range(start, steps)).
     """
 
     def __init__(self, sources: Sequence, counts: Sequence[int], targets: Sequence[str], transform: JointTransform,
@@ -79,6 +80,14 @@ class BatchPlan(torch.utils.data.Dataset):
         batch["source"] = torch.tensor([s for s, _, _ in plan], dtype=torch.long)
         batch["row"] = torch.tensor([r for _, _, r in plan], dtype=torch.long)
         return batch
+
+
+def batch_to_device(batch: dict, device) -> dict:
+    """A plan's batch on `device`, its uint8 images ImageNet-normalised there (`normalize_image`): workers hand over
+    a quarter of float32's bytes through shared memory. What every step of the loop trains on."""
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    out["image"] = normalize_image(out["image"])
+    return out
 
 
 def worker_init(_):
