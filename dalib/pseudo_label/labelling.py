@@ -264,7 +264,8 @@ def launch_pseudo_label(teacher, source, out_dir, *, nproc: int = 1, input_size:
     if overwrite:
         args.append("--overwrite")
     t0 = time.perf_counter()
-    results = run_torchrun("dalib.pseudo_label", args, nproc)  # each rank's summary (see `main`)
+    out.mkdir(parents=True, exist_ok=True)
+    results = run_torchrun("dalib.pseudo_label", args, nproc, log_file=out / "torchrun.log")  # each rank's summary
     seconds = time.perf_counter() - t0
     st = status(out)
     images = sum(r["images"] for r in results)
