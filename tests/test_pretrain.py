@@ -180,7 +180,8 @@ def test_keep_feeds_only_the_listed_patches():
 
 # ----------------------------------------------------------------------------- EMA, schedules, groups, masks
 def test_ema_update_and_schedules():
-    cfg = PretrainConfig(prototypes=8, head_hidden=8, head_bottleneck=4, steps=100, momentum=(0.9, 1.0))
+    cfg = PretrainConfig(prototypes=8, head_hidden=8, head_bottleneck=4, steps=100, momentum=(0.9, 1.0),
+                         teacher_temp=(0.04, 0.07))
     torch.manual_seed(0)
     obj = DinoObjective(cfg)
     with torch.no_grad():

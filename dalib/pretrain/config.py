@@ -33,19 +33,21 @@ class PretrainConfig:
     n_local: int = 6  # local crops per image, seen by the student only (DINOv2: 8)
     global_scale: tuple = (0.32, 1.0)  # area fraction of the image a global crop covers (DINOv2: 0.32-1)
     local_scale: tuple = (0.05, 0.32)  # area fraction of a local crop (DINOv2: 0.05-0.32)
-    jitter: tuple = (0.4, 0.4, 0.2, 0.1)  # ColorJitter brightness, contrast, saturation, hue (DINOv2)
+    # colour changes are milder than DINOv2's and ramped in (`views.colour_level`): at DINOv2's strength from the
+    # first step, and with the teacher temperature warming to 0.07, vitt's DINO loss stayed at ln K (uniform teacher)
+    jitter: tuple = (0.2, 0.2, 0.1, 0.0)  # ColorJitter brightness, contrast, saturation, hue (DINOv2: .4, .4, .2, .1)
     jitter_p: float = 0.8  # probability of colour jitter per view
-    gray_p: float = 0.2  # probability of grayscale per view
+    gray_p: float = 0.1  # probability of grayscale per view (DINOv2: 0.2)
     blur_sigma: tuple = (0.1, 1.0)  # Gaussian blur sigma range, px (DINOv2's 0.1-2 at 224 px, scaled to 84 px)
     blur_p: tuple = (1.0, 0.1, 0.5)  # blur probability: global crop 1, global crop 2, local crops (DINOv2)
-    solarize_p: float = 0.2  # solarisation probability of global crop 2 (DINOv2)
+    solarize_p: float = 0.1  # solarisation probability of global crop 2 (DINOv2: 0.2)
     colour_warmup: float = 0.2  # fraction of the steps over which the jitter/grey/solarise odds rise from 0
     # ---- DINO head and losses
     head_hidden: int = 1024  # hidden width of the 3-layer MLP head (DINOv2: 2048 for ViT-S and up; vitt is 192 wide)
     head_bottleneck: int = 256  # bottleneck width before the prototypes (DINOv2: 256)
     prototypes: int = 1024  # weight-normalised prototypes K; K / (2 batch_size) = 32 as DINOv2 (65,536 / 2,048)
     student_temp: float = 0.1  # student softmax temperature
-    teacher_temp: tuple = (0.04, 0.07)  # teacher temperature: linear warm-up from the first to the second value
+    teacher_temp: tuple = (0.04, 0.04)  # teacher temperature, linear from the first to the second (DINOv2: 0.04-0.07)
     teacher_temp_warmup: float = 0.3  # fraction of the steps the teacher temperature warms up over (DINOv2: 30%)
     centering: str = "sinkhorn"  # teacher targets: "sinkhorn" (Sinkhorn-Knopp, 3 iterations) or "center" (EMA centre)
     center_momentum: float = 0.9  # EMA momentum of the centre for centering="center"

@@ -75,10 +75,11 @@ def view_transform(cfg: PretrainConfig, size: int, scale, blur_p: float, solariz
 def colour_level(cfg: PretrainConfig, step: int) -> float:
     """Colour-augmentation level of step `step`: rises linearly from 0 to 1 over `colour_warmup` of the run.
 
-    At full strength from the first step, the views of an image disagree in colour so much that a randomly
-    initialised student cannot predict its teacher's assignment of another view: the DINO loss stays at ln K
-    and the teacher drifts to the uniform distribution (measured on vitt, 84/42 px, batch 16). Views that
-    first agree in colour let it learn layout and texture; the colour invariance is then added."""
+    With DINOv2's colour augmentation from the first step, the views of an image disagree in colour so much
+    that a randomly initialised student cannot predict its teacher's assignment of another view: the DINO loss
+    stays at ln K and the teacher drifts to the uniform distribution (measured on vitt, 84/42 px, batch 16;
+    without colour changes the same run learns). Views that first agree in colour let it learn layout and
+    texture; the (milder than DINOv2's, `PretrainConfig.jitter`) colour invariance is then added."""
     warm = round(cfg.colour_warmup * cfg.steps)
     return 1.0 if step >= warm else step / warm
 
