@@ -307,7 +307,13 @@ def test_export_loads_into_depth_anything(tmp_path, pool_root):
     info = json.loads(f.with_suffix(".json").read_text())
     assert info["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest() and info["bytes"] == f.stat().st_size
     assert f.stat().st_size <= 12e6 and info["images_seen"] == 8 and info["objective"] == "mae"
-    assert info["reproduce"].startswith("python -m dalib.pretrain --objective mae --sources synth-indoor:pretrain")
+    assert info["reproduce"].startswith("python -m dalib.pretrain --objective mae --encoder vitt --sources "
+                                        "synth-indoor:pretrain --source-n 8 --image-size 56")
+    from dalib.pretrain.cli import parse_args
+
+    again, _ = parse_args(info["reproduce"].split()[3:])  # the command gives back the run's config
+    assert {k: v for k, v in again.to_dict().items() if k not in ("stop_at", "resume")} == {
+        k: v for k, v in info["config"].items() if k not in ("stop_at", "resume")}
     with safe_open(str(f), "pt") as fh:
         keys = list(fh.keys())
         assert all(k.startswith("pretrained.") for k in keys)
@@ -329,7 +335,7 @@ def test_export_refuses_a_uniform_dino_teacher(tmp_path, pool_root):
     with pytest.raises(ValueError, match="uniform phase"):
         export_encoder(cfg.out_dir, tmp_path / "e.safetensors")
     info = export_encoder(cfg.out_dir, tmp_path / "e.safetensors", force=True)
-    assert info["objective"] == "dino" and "--steps 1" in reproduce_command(cfg)
+    assert info["objective"] == "dino" and "--steps 1 " in reproduce_command(cfg)
 
 
 # ----------------------------------------------------------------------------- data

@@ -24,13 +24,13 @@ MAX_ENTROPY_FRAC = 0.9  # a DINO teacher whose per-sample entropy is above this 
 
 
 def reproduce_command(cfg: PretrainConfig) -> str:
-    """`python -m dalib.pretrain ...` with every field that differs from its default (lists comma-separated)."""
+    """`python -m dalib.pretrain ...` naming every field that shapes the result (lists comma-separated), so
+    the command does not depend on the defaults of a later version; run-only fields are left out."""
+    skip = {"stop_at", "resume", "threads", "log_every", "checkpoint_every", "keep_checkpoints"}
     parts = ["python -m dalib.pretrain"]
-    default = PretrainConfig()
     for f in dataclasses.fields(cfg):
-        v, d = getattr(cfg, f.name), getattr(default, f.name)
-        if f.name == "stop_at" or (list(v) if isinstance(v, (list, tuple)) else v) == (
-                list(d) if isinstance(d, (list, tuple)) else d):
+        v = getattr(cfg, f.name)
+        if f.name in skip or v is None:
             continue
         text = ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
         parts.append(f"--{f.name.replace('_', '-')} {text}")
