@@ -307,6 +307,8 @@ def test_export_loads_into_depth_anything(tmp_path, pool_root):
     info = json.loads(f.with_suffix(".json").read_text())
     assert info["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest() and info["bytes"] == f.stat().st_size
     assert f.stat().st_size <= 12e6 and info["images_seen"] == 8 and info["objective"] == "mae"
+    again = export_encoder(out, tmp_path / "again.safetensors")
+    assert again["sha256"] == info["sha256"]  # the same checkpoint gives the same bytes
     assert info["reproduce"].startswith("python -m dalib.pretrain --objective mae --encoder vitt --sources "
                                         "synth-indoor:pretrain --source-n 8 --image-size 56")
     from dalib.pretrain.cli import parse_args
@@ -336,6 +338,12 @@ def test_export_refuses_a_uniform_dino_teacher(tmp_path, pool_root):
         export_encoder(cfg.out_dir, tmp_path / "e.safetensors")
     info = export_encoder(cfg.out_dir, tmp_path / "e.safetensors", force=True)
     assert info["objective"] == "dino" and "--steps 1 " in reproduce_command(cfg)
+    # a random initialisation: a sharp-looking teacher (entropy well below ln K) that nothing has trained
+    init = tiny_cfg(tmp_path / "init", pool_root, steps=2, lr=1e-6, head_bottleneck=256)
+    pretrain(init)
+    assert json.loads((tmp_path / "init" / "train_log.jsonl").read_text().splitlines()[-1])["teacher_entropy"] < 3.7
+    with pytest.raises(ValueError, match="DINO loss"):
+        export_encoder(init.out_dir, tmp_path / "e.safetensors")
 
 
 # ----------------------------------------------------------------------------- data

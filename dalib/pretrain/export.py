@@ -21,6 +21,7 @@ from dalib.runfiles import atomic_write_json, environment_info
 from dalib.train.checkpoints import latest_checkpoint, read_log
 
 MAX_ENTROPY_FRAC = 0.9  # a DINO teacher whose per-sample entropy is above this fraction of ln K has not learnt
+MIN_LOSS_GAP = 0.15  # nats the DINO loss must lie below ln K (a student that predicts its teacher at all)
 
 
 def reproduce_command(cfg: PretrainConfig) -> str:
@@ -45,22 +46,31 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _check_teacher(cfg: PretrainConfig, last: dict, force: bool) -> None:
-    """A DINO teacher still near the uniform distribution (or without a logged entropy) is refused."""
+def _check_teacher(cfg: PretrainConfig, log: list[dict], force: bool) -> None:
+    """Refuse a DINO teacher that has not left the uniform phase (or collapsed): its per-sample entropy must be
+    below MAX_ENTROPY_FRAC ln K, the DINO loss MIN_LOSS_GAP below ln K, and what the teacher says about the
+    image (entropy of the batch mean - mean entropy) above its value at the first logged step. A random
+    initialisation passes the first test at temperature 0.04 (ln K - 1.2 with a 256-wide bottleneck), not
+    the other two; a collapsed teacher fails the third."""
     if cfg.objective != "dino" or force:
         return
-    h, limit = last.get("teacher_entropy"), MAX_ENTROPY_FRAC * math.log(cfg.prototypes)
-    if h is None or h > limit:
-        raise ValueError(f"{cfg.out_dir}: the teacher's per-sample entropy is {h} nats, above {limit:.2f} "
-                         f"({MAX_ENTROPY_FRAC} ln {cfg.prototypes}): it has not left the uniform phase; "
-                         "train longer or fix the recipe (force=True exports anyway)")
+    ln_k = math.log(cfg.prototypes)
+    first, last = (log[0], log[-1]) if log else ({}, {})
+    h, loss = last.get("teacher_entropy", ln_k), last.get("dino", ln_k)
+    mi, mi0 = last.get("teacher_mi", 0.0), first.get("teacher_mi", 0.0)
+    if h > MAX_ENTROPY_FRAC * ln_k or loss > ln_k - MIN_LOSS_GAP or mi <= mi0:
+        raise ValueError(f"{cfg.out_dir}: the teacher has not left the uniform phase: per-sample entropy {h:.3f} "
+                         f"(limit {MAX_ENTROPY_FRAC * ln_k:.3f}), DINO loss {loss:.3f} (limit "
+                         f"{ln_k - MIN_LOSS_GAP:.3f} = ln {cfg.prototypes} - {MIN_LOSS_GAP}), teacher information "
+                         f"{mi:.3f} nats (first logged {mi0:.3f}); train longer or fix the recipe (force=True exports "
+                         "anyway)")
 
 
 def export_encoder(run_dir: str | os.PathLike, path: str | os.PathLike, *, force: bool = False) -> dict:
     """Write the encoder of a run's last checkpoint to `path` (fp16 safetensors, `pretrained.*` keys; the
     DINO teacher or the MAE encoder) and `path` with `.json` beside it; returns that JSON's content.
 
-    Refuses a DINO run whose teacher is still near-uniform (`MAX_ENTROPY_FRAC`) unless force=True.
+    Refuses a DINO run whose teacher has not left the uniform phase (`_check_teacher`) unless force=True.
     """
     from safetensors.torch import save_file
 
@@ -74,14 +84,15 @@ def export_encoder(run_dir: str | os.PathLike, path: str | os.PathLike, *, force
     step = int(json.loads((run_dir / "checkpoints" / "latest.json").read_text())["step"])
     log = [r for r in read_log(run_dir) if r["step"] <= step]
     last = log[-1] if log else {}
-    _check_teacher(cfg, last, force)
+    _check_teacher(cfg, log, force)
     prefix = "teacher.pretrained." if cfg.objective == "dino" else "student.pretrained."
     sd = {"pretrained." + k[len(prefix):]: v.to(torch.float16).contiguous()
           for k, v in read_safetensors(ckpt / WEIGHTS_FILE).items() if k.startswith(prefix)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(sd, str(tmp), metadata={"format": "dalib.pretrain.encoder", "encoder": cfg.encoder,
-                                      "objective": cfg.objective, "step": str(step)})
+    # one metadata entry: safetensors writes several in a varying order, and the file's bytes (its sha256) would
+    # differ between two exports of the same weights; the rest is in the JSON beside it
+    save_file(sd, str(tmp), metadata={"format": "dalib.pretrain.encoder"})
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
