@@ -249,8 +249,11 @@ class DepthAnything(nn.Module):
         self.depth_head = DPTHead(self.cfg.embed_dim, self.cfg.features, self.cfg.out_channels)
 
     # ---------------------------------------------------------------- encoder
-    def _embed(self, x: Tensor) -> Tensor:
-        """(B,3,H,W) -> tokens (B, 1+N, C): patch embedding, CLS token, interpolated position embedding."""
+    def _embed(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
+        """(B,3,H,W) -> tokens (B, 1+N, C): patch embedding, CLS token, interpolated position embedding.
+
+        masks: optional (B, N) bool; patches marked True are replaced by `pretrained.mask_token` before the
+        position embedding is added (DINOv2's masked-token input, used by `dalib.pretrain`)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images (B,3,H,W), got shape {tuple(x.shape)}")
         H, W = x.shape[-2:]
@@ -259,6 +262,8 @@ class DepthAnything(nn.Module):
         vit = self.pretrained
         t = vit.patch_embed.proj(x).flatten(2).transpose(1, 2)  # (B, N, C), N = (H/14)(W/14)
         t = vit.patch_embed.norm(t)
+        if masks is not None:
+            t = torch.where(masks.unsqueeze(-1), vit.mask_token.to(t.dtype).unsqueeze(0), t)
         cls = vit.cls_token.expand(t.shape[0], -1, -1).to(t.dtype)
         t = torch.cat((cls, t), dim=1)
         return t + interpolate_pos_encoding(vit.pos_embed, H // PATCH, W // PATCH).to(t.dtype)
@@ -298,6 +303,19 @@ class DepthAnything(nn.Module):
         last = self.cfg.depth - 1
         (t,) = self._run_blocks(self._embed(x), [last], last)
         return self.pretrained.norm(t)[:, 1:]
+
+    def encode_tokens(self, x: Tensor, masks: Tensor | None = None, keep: Tensor | None = None) -> Tensor:
+        """Encoder only: (B,3,H,W) -> final-LayerNorm'd tokens (B, 1+N, C), CLS first (`dalib.pretrain`).
+
+        masks: optional (B, N) bool, patches replaced by the mask token (iBOT); keep: optional (B, K) long,
+        indices of the only patches that enter the blocks (MAE), giving (B, 1+K, C)."""
+        t = self._embed(x, masks)
+        if keep is not None:
+            idx = keep.unsqueeze(-1).expand(-1, -1, t.shape[-1])
+            t = torch.cat((t[:, :1], torch.gather(t[:, 1:], 1, idx)), dim=1)
+        last = self.cfg.depth - 1
+        (t,) = self._run_blocks(t, [last], last)
+        return self.pretrained.norm(t)
 
     # ---------------------------------------------------------------- full model
     def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:

@@ -1,0 +1,6 @@
+"""`python -m dalib.pretrain ...`: see `dalib.pretrain.cli`."""
+import sys
+
+from dalib.pretrain.cli import main
+
+sys.exit(main())
