@@ -22,17 +22,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling study: its recipe and scores
 
 from teacher_limits import BATCH, CROP, IMAGE_SIZE, LR, N_TRAIN, baseline, score  # noqa: E402
+from dalib.data.serve import load
 
 STEPS = 420  # the cpu profile's teacher steps
 
 
 def train_arm(name: str, encoder: str | None, seed: int, out: Path, root, threads: int) -> dict:
     """The cpu profile's teacher with `pretrained_encoder=encoder` (None: random init)."""
-    from dalib import data
     from dalib.student import photometric_hooks
-    from dalib.train import TrainConfig, train
+    from dalib.train.config import TrainConfig
+    from dalib.train.loop import train
 
-    sources = [data.load(k, "train", root=root, n=N_TRAIN // 2, height=IMAGE_SIZE, width=IMAGE_SIZE)
+    sources = [load(k, "train", root=root, n=N_TRAIN // 2, height=IMAGE_SIZE, width=IMAGE_SIZE)
                for k in ("synth-indoor", "synth-outdoor")]
     cfg = TrainConfig(encoder="vitt", version="v2", pretrained_encoder=encoder, datasets=sources, ratios=[1, 1],
                       crop=CROP, batch_size=BATCH, steps=STEPS, lr_encoder=LR, warmup_steps=STEPS // 20,

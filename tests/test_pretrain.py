@@ -11,15 +11,16 @@ import torch
 from safetensors import safe_open
 
 from dalib.model import DepthAnything
-from dalib.pretrain import PretrainConfig, export_encoder, pretrain, reproduce_command
 from dalib.pretrain.cli import main as cli_main
+from dalib.pretrain.config import PretrainConfig
+from dalib.pretrain.export import export_encoder, reproduce_command
 from dalib.pretrain.heads import DINOHead, patchify
-from dalib.pretrain.loop import WEIGHTS_FILE, param_groups
+from dalib.pretrain.loop import PRETRAIN_WEIGHTS_FILE, param_groups, pretrain
 from dalib.pretrain.losses import (centered_softmax, dino_loss, entropies, ibot_loss, koleo_loss, mae_loss,
                                    sinkhorn_knopp, update_center)
 from dalib.pretrain.objectives import DinoObjective, Schedule
 from dalib.pretrain.views import ImagePool, PretrainBatches, block_mask, colour_level
-from dalib.weights import load_encoder_weights
+from dalib.weights import build_model, load_encoder_weights
 
 
 def _softmax(x, axis=-1):
@@ -284,8 +285,8 @@ def test_a_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path, pool_ro
     assert part["step"] == 3 and not part["finished"]
     rest = pretrain(tiny_cfg(tmp_path / "part", pool_root, objective=objective))
     assert rest["finished"] and json.loads((tmp_path / "part" / "config.json").read_text())["resumed_from"] == 3
-    a = Path(whole["checkpoint"]) / WEIGHTS_FILE
-    b = Path(rest["checkpoint"]) / WEIGHTS_FILE
+    a = Path(whole["checkpoint"]) / PRETRAIN_WEIGHTS_FILE
+    b = Path(rest["checkpoint"]) / PRETRAIN_WEIGHTS_FILE
     with safe_open(str(a), "pt") as fa, safe_open(str(b), "pt") as fb:
         assert set(fa.keys()) == set(fb.keys())
         for k in fa.keys():
@@ -322,8 +323,8 @@ def test_export_loads_into_depth_anything(tmp_path, pool_root):
         assert {fh.get_tensor(k).dtype for k in keys} == {torch.float16}
     model = DepthAnything("vitt")
     load_encoder_weights(model, f)
-    ref = DepthAnything("vitt", pretrained_encoder=str(f))
-    with safe_open(str(out / "checkpoints" / "step-00000002" / WEIGHTS_FILE), "pt") as fh:
+    ref = build_model("vitt", pretrained_encoder=str(f))
+    with safe_open(str(out / "checkpoints" / "step-00000002" / PRETRAIN_WEIGHTS_FILE), "pt") as fh:
         trained = fh.get_tensor("student.pretrained.blocks.3.attn.qkv.weight")
     assert torch.equal(model.pretrained.blocks[3].attn.qkv.weight, trained.half().float())
     assert torch.equal(ref.pretrained.pos_embed, model.pretrained.pos_embed)
@@ -348,7 +349,7 @@ def test_export_refuses_a_uniform_dino_teacher(tmp_path, pool_root):
 
 # ----------------------------------------------------------------------------- data
 def test_pretrain_splits_have_seeds_no_other_split_uses():
-    from dalib.data import list_manifests
+    from dalib.data.schema import list_manifests
 
     seeds, pretrain_splits = {}, []
     for m in list_manifests():
@@ -367,7 +368,7 @@ def test_pool_has_no_labels(pool_root):
     cfg = tiny_cfg(pool_root / "r", pool_root)
     pool = ImagePool(cfg)
     assert all(p.column_names == ["image"] for p in pool.parts)
-    from dalib.data import load
+    from dalib.data.serve import load
 
     ds = load("synth-indoor", "pretrain", root=cfg.data_root, n=2, height=56, width=56)
     assert not {"depth", "mask", "material"} & set(ds.column_names)

@@ -2,7 +2,7 @@
 
 On the cpu profile the `vitt` encoder has no released DINOv2 weights; Depth Anything is "DINOv2 + data",
 so this package trains that encoder on unlabelled images (renders of the `pretrain` splits and the bundled
-photographs) and exports it as a file that `DepthAnything("vitt", pretrained_encoder=FILE)` loads.
+photographs) and exports it as a file that `dalib.weights.build_model("vitt", pretrained_encoder=FILE)` loads.
 
     python -m dalib.pretrain --objective dino --steps 2000 --out-dir runs/pretrain/dino \
         --export runs/pretrain/dino/vitt-dino.safetensors
@@ -17,8 +17,3 @@ cpu profile's teacher. The MAE control of the same images:
     python -m dalib.pretrain --objective mae --batch-size 64 --lr 5e-4 --weight-decay 0.05,0.05 \
         --layer-decay 1.0 --patch-embed-lr-mult 1.0 --steps 3000 --out-dir runs/pretrain/mae
 """
-from dalib.pretrain.config import PretrainConfig, config_from_mapping
-from dalib.pretrain.export import export_encoder, reproduce_command
-from dalib.pretrain.loop import pretrain
-
-__all__ = ["PretrainConfig", "config_from_mapping", "export_encoder", "pretrain", "reproduce_command"]

@@ -6,6 +6,9 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from dalib.images import PATCH
+from dalib.model import CONFIGS
+
 OBJECTIVES = ("dino", "mae")
 CENTERINGS = ("sinkhorn", "center")
 MASK_SHAPES = ("block", "random")
@@ -102,7 +105,6 @@ class PretrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the field for settings a run cannot use."""
-        from dalib.model import CONFIGS, PATCH
 
         _choice("objective", self.objective, OBJECTIVES)
         _choice("centering", self.centering, CENTERINGS)

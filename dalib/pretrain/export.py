@@ -1,5 +1,5 @@
 """The result of a pretraining run as an encoder file: fp16 safetensors with `pretrained.*` keys (what
-`DepthAnything(encoder, pretrained_encoder=FILE)` and `dalib.weights.load_encoder_weights` read) plus a JSON
+`dalib.weights.build_model(encoder, pretrained_encoder=FILE)` and `load_encoder_weights` read) plus a JSON
 beside it with the file's sha256, the command that reproduces it, the images seen and the config.
 
     python -m dalib.pretrain --out-dir runs/pretrain/dino --steps 2000 --export weights/vitt-dino.safetensors
@@ -14,9 +14,11 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
+from dalib.model import read_safetensors
 from dalib.pretrain.config import PretrainConfig, config_from_mapping
-from dalib.pretrain.loop import CONFIG_FILE, WEIGHTS_FILE
+from dalib.pretrain.loop import PRETRAIN_CONFIG_FILE, PRETRAIN_WEIGHTS_FILE
 from dalib.runfiles import atomic_write_json, environment_info
 from dalib.train.checkpoints import latest_checkpoint, read_log
 
@@ -72,22 +74,19 @@ def export_encoder(run_dir: str | os.PathLike, path: str | os.PathLike, *, force
 
     Refuses a DINO run whose teacher has not left the uniform phase (`_check_teacher`) unless force=True.
     """
-    from safetensors.torch import save_file
-
-    from dalib.model import read_safetensors
-
     run_dir, path = Path(run_dir), Path(path)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise FileNotFoundError(f"{run_dir}: no checkpoint (checkpoints/latest.json) to export")
-    cfg = config_from_mapping(json.loads((run_dir / CONFIG_FILE).read_text())["config"], str(run_dir / CONFIG_FILE))
+    config_file = run_dir / PRETRAIN_CONFIG_FILE
+    cfg = config_from_mapping(json.loads(config_file.read_text())["config"], str(config_file))
     step = int(json.loads((run_dir / "checkpoints" / "latest.json").read_text())["step"])
     log = [r for r in read_log(run_dir) if r["step"] <= step]
     last = log[-1] if log else {}
     _check_teacher(cfg, log, force)
     prefix = "teacher.pretrained." if cfg.objective == "dino" else "student.pretrained."
     sd = {"pretrained." + k[len(prefix):]: v.to(torch.float16).contiguous()
-          for k, v in read_safetensors(ckpt / WEIGHTS_FILE).items() if k.startswith(prefix)}
+          for k, v in read_safetensors(ckpt / PRETRAIN_WEIGHTS_FILE).items() if k.startswith(prefix)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     # one metadata entry: safetensors writes several in a varying order, and the file's bytes (its sha256) would

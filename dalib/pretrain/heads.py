@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import build_sincos2d_pos_embed
+from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from dalib.images import PATCH
@@ -53,7 +55,6 @@ class MAEDecoder(nn.Module):
 
     def __init__(self, enc_dim: int, dim: int = 128, depth: int = 2, heads: int = 4):
         super().__init__()
-        from timm.models.vision_transformer import Block
 
         self.dim = dim
         self.embed = nn.Linear(enc_dim, dim)
@@ -65,8 +66,6 @@ class MAEDecoder(nn.Module):
         nn.init.normal_(self.mask_token, std=0.02)
 
     def forward(self, tokens: Tensor, keep: Tensor, grid: tuple[int, int]) -> Tensor:
-        from timm.layers import build_sincos2d_pos_embed
-
         x = self.embed(tokens)
         b, n = x.shape[0], grid[0] * grid[1]
         full = self.mask_token.expand(b, n, self.dim).to(x.dtype)

@@ -1,7 +1,8 @@
 """The pretraining loop: AdamW with layer-wise lr decay and the schedules, gradient clipping, the EMA teacher,
 JSON-lines diagnostics, atomic checkpoints and an exact resume.
 
-    from dalib.pretrain import PretrainConfig, pretrain
+    from dalib.pretrain.config import PretrainConfig
+    from dalib.pretrain.loop import pretrain
     result = pretrain(PretrainConfig(objective="dino", steps=2000, out_dir="runs/pretrain/dino"))
 
 A checkpoint is `out_dir/checkpoints/step-XXXXXXXX/` with `weights.safetensors` (every module and buffer of
@@ -20,18 +21,20 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
+from dalib.model import read_safetensors
 from dalib.pretrain.config import RUN_FIELDS, PretrainConfig
 from dalib.pretrain.objectives import Schedule, build_objective
 from dalib.pretrain.views import ImagePool, PretrainBatches
 from dalib.runfiles import atomic_write_bytes, atomic_write_json, environment_info
-from dalib.train.checkpoints import (LOG_FILE, STATE_FILE, append_log, clean_partial_checkpoints, latest_checkpoint,
-                                     load_train_state, truncate_log)
+from dalib.train.checkpoints import (LOG_FILE, TRAIN_STATE_FILE, append_log, clean_partial_checkpoints,
+                                     latest_checkpoint, load_train_state, truncate_log)
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "weights.safetensors"
-STATE_FORMAT = 1
+PRETRAIN_CONFIG_FILE = "config.json"
+PRETRAIN_WEIGHTS_FILE = "weights.safetensors"
+PRETRAIN_STATE_FORMAT = 1
 
 
 # ---------------------------------------------------------------------------- optimiser
@@ -70,7 +73,6 @@ def set_schedule(optimizer: torch.optim.Optimizer, sched: Schedule) -> None:
 # ---------------------------------------------------------------------------- checkpoints
 def save_checkpoint(out_dir: Path, step: int, objective: nn.Module, optimizer, keep: int) -> Path:
     """Write checkpoints/step-XXXXXXXX/ atomically and publish it in checkpoints/latest.json."""
-    from safetensors.torch import save_file
 
     root = out_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -79,12 +81,12 @@ def save_checkpoint(out_dir: Path, step: int, objective: nn.Module, optimizer, k
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     sd = {k: v.detach().contiguous().cpu() for k, v in objective.state_dict().items()}
-    save_file(sd, str(tmp / WEIGHTS_FILE), metadata={"step": str(step)})
+    save_file(sd, str(tmp / PRETRAIN_WEIGHTS_FILE), metadata={"step": str(step)})
     buf = io.BytesIO()
-    torch.save({"format": STATE_FORMAT, "step": step, "optimizer": optimizer.state_dict(),
+    torch.save({"format": PRETRAIN_STATE_FORMAT, "step": step, "optimizer": optimizer.state_dict(),
                 "rng": {"torch": torch.get_rng_state()}}, buf)
-    atomic_write_bytes(tmp / STATE_FILE, buf.getvalue())
-    with open(tmp / WEIGHTS_FILE, "rb") as f:
+    atomic_write_bytes(tmp / TRAIN_STATE_FILE, buf.getvalue())
+    with open(tmp / PRETRAIN_WEIGHTS_FILE, "rb") as f:
         os.fsync(f.fileno())
     if final.exists():  # a re-run that reached the same step again
         shutil.rmtree(final)
@@ -99,19 +101,18 @@ def save_checkpoint(out_dir: Path, step: int, objective: nn.Module, optimizer, k
 
 def _resume(cfg: PretrainConfig, out_dir: Path, objective: nn.Module, optimizer) -> int:
     """Load the run's last checkpoint (same run fields required); returns the first step to run."""
-    from dalib.model import read_safetensors
 
     ckpt = latest_checkpoint(out_dir) if cfg.resume else None
     if ckpt is None:
         return 0
-    saved = json.loads((out_dir / CONFIG_FILE).read_text())["config"]
+    saved = json.loads((out_dir / PRETRAIN_CONFIG_FILE).read_text())["config"]
     now = cfg.to_dict()
     for k in RUN_FIELDS:
         if k in saved and saved[k] != now[k]:
             raise ValueError(f"cannot resume {out_dir}: PretrainConfig.{k} was {saved[k]!r} and is {now[k]!r} now; "
                              "use the same value, another out_dir, or resume=False")
-    objective.load_state_dict(read_safetensors(ckpt / WEIGHTS_FILE), strict=True)
-    state = load_train_state(ckpt)
+    objective.load_state_dict(read_safetensors(ckpt / PRETRAIN_WEIGHTS_FILE), strict=True)
+    state = load_train_state(ckpt, keys=("step", "optimizer", "rng"))
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"]["torch"])
     return int(state["step"])
@@ -137,7 +138,7 @@ def _setup(cfg: PretrainConfig):
     elif (out_dir / LOG_FILE).exists():
         (out_dir / LOG_FILE).unlink()
     pool = ImagePool(cfg)
-    atomic_write_json(out_dir / CONFIG_FILE, {"config": cfg.to_dict(), "resumed_from": start or None,
+    atomic_write_json(out_dir / PRETRAIN_CONFIG_FILE, {"config": cfg.to_dict(), "resumed_from": start or None,
                                               "images": pool.counts(), "environment": environment_info()})
     return objective, optimizer, PretrainBatches(pool, cfg), start
 

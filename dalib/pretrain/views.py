@@ -19,6 +19,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from dalib.data.schema import get_manifest
+from dalib.data.serve import load
 from dalib.images import IMAGENET_MEAN, IMAGENET_STD, PATCH
 from dalib.pretrain.config import PretrainConfig
 from dalib.transforms import image_to_uint8, sample_generator, sample_seed
@@ -29,8 +31,6 @@ class ImagePool:
     the shorter side `image_size`. Only the `image` column of each source is read."""
 
     def __init__(self, cfg: PretrainConfig):
-        from dalib.data import get_manifest, load
-
         self.size, self.parts, self.names = cfg.image_size, [], []
         for name, split, n in cfg.source_list():
             generator = get_manifest(name)["source"]["type"] == "generator"

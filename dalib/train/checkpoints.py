@@ -99,14 +99,13 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     return d
 
 
-def load_train_state(ckpt: str | os.PathLike) -> dict:
-    """train_state.pt of a checkpoint folder, loaded with weights_only=True on the CPU; a damaged one is a
-    ValueError naming it and what to do."""
+def load_train_state(ckpt: str | os.PathLike, keys=("step", "optimizer", "scheduler", "rng")) -> dict:
+    """train_state.pt of a checkpoint folder, loaded with weights_only=True on the CPU; a damaged one (or one
+    without `keys`) is a ValueError naming it and what to do. Training and pretraining (`dalib.pretrain`)."""
     path = Path(ckpt) / TRAIN_STATE_FILE
     advice = (f"delete the checkpoint folder {ckpt} and point {LATEST_FILE} at an earlier one to resume from it, "
               f"{START_OVER}")
     state = torch_load_tensors(path, "training state", advice)
-    keys = ("step", "optimizer", "scheduler", "rng")
     if not isinstance(state, dict) or not all(k in state for k in keys):
         raise ValueError(f"{path}: not the training state of a dalib checkpoint (expected a dict with {list(keys)}); "
                          f"{advice}")
