@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling study: its recipe and scores
 
-from teacher_limits import BATCH, CROP, IMAGE_SIZE, LR, N_TRAIN, baseline, score  # noqa: E402
+from teacher_limits import BATCH, CROP, IMAGE_SIZE, LR, N_TRAIN, baseline, score, t_interval_text  # noqa: E402
 from dalib.data.serve import load
 
 STEPS = 420  # the cpu profile's teacher steps
@@ -57,6 +57,16 @@ def report(rows: list[dict], base: dict) -> str:
         ratios = [f"{sum(g[k] for g in got) / len(got) / base[k]:.3f}" for k in ("clean", "photo")]
         lines.append(f"| {arm} | " + " | ".join(cells) + " | " + " | ".join(ratios) + f" | {len(got)} |")
     lines.append("| baseline | " + " | ".join(f"{base[k]:.3f}" for k in keys) + " | 1 | 1 | - |")
+    by = {(r["arm"], r["seed"]): r for r in rows}
+    lines += ["", "Paired differences against random init (same seed), mean and 95% t interval (negative: lower "
+              "AbsRel than random init):", ""]
+    for arm in (a for a in arms if a != "random"):
+        for metric in ("clean", "photo", "middlebury", "photo_shuffled"):
+            pairs = [(by[("random", s)][metric], r[metric]) for (a, s), r in by.items()
+                     if a == arm and ("random", s) in by]
+            if pairs:
+                lines.append(f"- {metric}: {arm} - random = {t_interval_text([b - a for a, b in pairs])} "
+                             f"over {len(pairs)} seeds")
     return "\n".join(lines) + "\n"
 
 

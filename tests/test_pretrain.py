@@ -372,3 +372,57 @@ def test_pool_has_no_labels(pool_root):
 
     ds = load("synth-indoor", "pretrain", root=cfg.data_root, n=2, height=56, width=56)
     assert not {"depth", "mask", "material"} & set(ds.column_names)
+
+
+# ----------------------------------------------------------------------------- probes of a frozen encoder
+class _PatchMeans(torch.nn.Module):
+    """A stand-in encoder whose tokens are each patch's mean of the red channel (and its square); `blind` gives
+    every patch the same token, as an encoder that ignores its input."""
+
+    def __init__(self, blind=False):
+        super().__init__()
+        self.blind, self.dummy = blind, torch.nn.Parameter(torch.zeros(1))
+
+    def encode_patch_tokens(self, x):
+        m = torch.nn.functional.avg_pool2d(x[:, :1], 14).flatten(1)  # (B, N)
+        m = torch.zeros_like(m) if self.blind else m
+        return torch.stack([m, m * m], -1)
+
+
+def _scenes_whose_red_is_disparity(n, seed):
+    rng = np.random.default_rng(seed)
+    depth = np.empty((n, 56, 56), np.float32)
+    for i in range(n):
+        ramp = np.linspace(rng.uniform(1, 2), rng.uniform(4, 8), 56)[:, None]
+        depth[i] = ramp if i % 2 else ramp.T  # a ramp along y or along x
+    disp = 1 / depth
+    red = (disp - disp.min()) / (disp.max() - disp.min())
+    image = (np.stack([red, np.zeros_like(red), np.zeros_like(red)], -1) * 255).astype(np.uint8)
+    return {"image": image, "depth": depth, "mask": depth > 0}
+
+
+def test_linear_depth_probe_reads_an_encoder_that_sees_depth_and_not_a_blind_one():
+    from dalib.pretrain.probe import linear_depth_probe
+
+    train, test = _scenes_whose_red_is_disparity(12, 0), _scenes_whose_red_is_disparity(8, 1)
+    seeing = linear_depth_probe(_PatchMeans(), train, test, (56, 56))
+    blind = linear_depth_probe(_PatchMeans(blind=True), train, test, (56, 56))
+    # red is disparity up to scale and shift per image: 0.03 from the 4 x 4 patch grid; shuffling hurts tenfold
+    assert seeing["abs_rel"] < 0.05 and seeing["gain"] > 3.0, seeing
+    assert blind["abs_rel"] > 0.25 and abs(blind["gain"]) < 0.05, blind  # one layout for every image
+    assert seeing["n_images"] == 8 and "train_abs_rel" in seeing
+
+
+def test_pca_rgb_and_patch_disparity():
+    from dalib.pretrain.probe import patch_disparity, pca_rgb
+
+    tokens = torch.randn(3, 4, 5, 16)
+    rgb = pca_rgb(tokens)
+    assert rgb.shape == (3, 4, 5, 3) and rgb.min() >= 0 and rgb.max() <= 1
+    depth = np.full((1, 28, 28), 2.0, np.float32)
+    depth[0, :14, :14] = 4.0
+    mask = np.ones((1, 28, 28), bool)
+    mask[0, 14:, 14:] = False  # a patch with no valid pixel
+    target, patch_depth = patch_disparity(depth, mask, (28, 28))
+    assert np.allclose(patch_depth[0], [[4.0, 2.0], [2.0, 0.0]])
+    assert np.allclose(target[0], [[0.0, 1.0], [1.0, 0.0]])  # far -> 0, near -> 1, invalid 0

@@ -7,7 +7,6 @@ beside it with the file's sha256, the command that reproduces it, the images see
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -19,7 +18,8 @@ from safetensors.torch import save_file
 from dalib.model import read_safetensors
 from dalib.pretrain.config import PretrainConfig, config_from_mapping
 from dalib.pretrain.loop import PRETRAIN_CONFIG_FILE, PRETRAIN_WEIGHTS_FILE
-from dalib.runfiles import atomic_write_json, environment_info
+from dalib.runfiles import atomic_write_json, environment_info, give_default_mode
+from dalib.shards import file_sha256
 from dalib.train.checkpoints import latest_checkpoint, read_log
 
 MAX_ENTROPY_FRAC = 0.9  # a DINO teacher whose per-sample entropy is above this fraction of ln K has not learnt
@@ -38,14 +38,6 @@ def reproduce_command(cfg: PretrainConfig) -> str:
         text = ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
         parts.append(f"--{f.name.replace('_', '-')} {text}")
     return " ".join(parts)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_teacher(cfg: PretrainConfig, log: list[dict], force: bool) -> None:
@@ -94,8 +86,9 @@ def export_encoder(run_dir: str | os.PathLike, path: str | os.PathLike, *, force
     save_file(sd, str(tmp), metadata={"format": "dalib.pretrain.encoder"})
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
+    give_default_mode(tmp)
     os.replace(tmp, path)
-    info = {"file": path.name, "sha256": _sha256(path), "bytes": path.stat().st_size, "dtype": "float16",
+    info = {"file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size, "dtype": "float16",
             "encoder": cfg.encoder, "objective": cfg.objective, "step": step, "steps": cfg.steps,
             "images_seen": step * cfg.batch_size, "reproduce": reproduce_command(cfg), "config": cfg.to_dict(),
             "last_log": last, "git_revision": environment_info()["git_revision"]}
