@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -99,25 +98,10 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"--arms: unknown {unknown}; expected some of {sorted(ARMS)}")
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "results.jsonl"
-    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    done = {(r["arm"], r["seed"]) for r in rows}
-    for seed in [] if a.report_only else seeds:
-        for arm in arms:
-            if (arm, seed) in done:
-                continue
-            t0 = time.time()
-            row = run_arm(arm, seed, out, a.data_root, a.threads)
-            row["wall_s"] = round(time.time() - t0, 1)
-            print(json.dumps(row), flush=True)
-            with log.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            rows.append(row)
-    base_file = out / "baseline.json"
-    if not base_file.exists():
-        base_file.write_text(json.dumps(teacher_limits.baseline(a.data_root)))
-    text = report(rows, json.loads(base_file.read_text()), seeds)
+    rows = teacher_limits.run_arms(out, [] if a.report_only else seeds, arms,
+                                   lambda arm, seed: run_arm(arm, seed, out, a.data_root, a.threads))
+    base = teacher_limits.cached_baseline(out, a.data_root)
+    text = report(rows, base, seeds)
     (out / "report.md").write_text(text)
     print(text)
     return 0

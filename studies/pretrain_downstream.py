@@ -14,14 +14,13 @@ Each finished (arm, seed) is appended to `results.jsonl` and skipped when the sc
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling study: its recipe and scores
 
-from teacher_limits import BATCH, CROP, IMAGE_SIZE, LR, N_TRAIN, baseline, score, t_interval_text  # noqa: E402
+from teacher_limits import (BATCH, CROP, IMAGE_SIZE, LR, N_TRAIN, cached_baseline, run_arms, score,  # noqa: E402
+                            t_interval_text)
 from dalib.data.serve import load
 
 STEPS = 420  # the cpu profile's teacher steps
@@ -85,27 +84,16 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     arms = [(x.split("=", 1)[0], x.split("=", 1)[1] if "=" in x else None) for x in a.arms.split(",") if x]
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "results.jsonl"
-    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    done = {(r["arm"], r["seed"]) for r in rows}
-    for seed in (int(s) for s in a.seeds.split(",")):
-        for name, encoder in arms:
-            if (name, seed) in done:
-                continue
-            t0 = time.time()
-            res = train_arm(name, encoder, seed, out, a.data_root, a.threads)
-            row = {"arm": name, "encoder": encoder, "seed": seed, "train_s": round(res["train_s"], 1),
-                   **score(DepthAnything.from_pretrained(res["checkpoint"]).eval(), a.data_root)}
-            row["wall_s"] = round(time.time() - t0, 1)
-            print(json.dumps(row), flush=True)
-            with log.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            rows.append(row)
-    base_file = out / "baseline.json"
-    if not base_file.exists():
-        base_file.write_text(json.dumps(baseline(a.data_root)))
-    text = report(rows, json.loads(base_file.read_text()))
+    encoders = dict(arms)
+
+    def run_one(name, seed):
+        res = train_arm(name, encoders[name], seed, out, a.data_root, a.threads)
+        return {"arm": name, "encoder": encoders[name], "seed": seed, "train_s": round(res["train_s"], 1),
+                **score(DepthAnything.from_pretrained(res["checkpoint"]).eval(), a.data_root)}
+
+    rows = run_arms(out, [int(s) for s in a.seeds.split(",")], list(encoders), run_one)
+    base = cached_baseline(out, a.data_root)
+    text = report(rows, base)
     (out / "report.md").write_text(text)
     print(text)
     return 0

@@ -136,6 +136,36 @@ def report(rows: list[dict], base: dict, seeds: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_arms(out: Path, seeds, arms, run_one) -> list[dict]:
+    """Every row of out/results.jsonl, after running `run_one(arm, seed) -> row` for each (seed, arm) not in it yet
+    (appended as it finishes, with its wall time, so an interrupted study continues where it stopped). The
+    studies/ scripts share it."""
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "results.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    done = {(r["arm"], r["seed"]) for r in rows}
+    for seed in seeds:
+        for arm in arms:
+            if (arm, seed) in done:
+                continue
+            t0 = time.time()
+            row = run_one(arm, seed)
+            row["wall_s"] = round(time.time() - t0, 1)
+            print(json.dumps(row), flush=True)
+            with log.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            rows.append(row)
+    return rows
+
+
+def cached_baseline(out: Path, root) -> dict:
+    """The trivial baseline's scores (`baseline`), computed once into out/baseline.json."""
+    path = out / "baseline.json"
+    if not path.exists():
+        path.write_text(json.dumps(baseline(root)))
+    return json.loads(path.read_text())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0,1,2")
@@ -154,30 +184,17 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"--arms: unknown {unknown}; expected some of {sorted(ARMS)}")
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "results.jsonl"
-    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    done = {(r["arm"], r["seed"]) for r in rows}
-    if not a.report_only:
+
+    def run_one(arm, seed):
         from dalib.model import DepthAnything
 
-        for seed in seeds:
-            for arm in arms:
-                if (arm, seed) in done:
-                    continue
-                t0 = time.time()
-                res = train_arm(arm, seed, out, a.data_root, a.threads)
-                row = {"arm": arm, "seed": seed, "train_s": round(res["train_s"], 1),
-                       **score(DepthAnything.from_pretrained(res["checkpoint"]).eval(), a.data_root)}
-                row["wall_s"] = round(time.time() - t0, 1)
-                print(json.dumps(row), flush=True)
-                with log.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                rows.append(row)
-    base_file = out / "baseline.json"
-    if not base_file.exists():
-        base_file.write_text(json.dumps(baseline(a.data_root)))
-    text = report(rows, json.loads(base_file.read_text()), seeds)
+        res = train_arm(arm, seed, out, a.data_root, a.threads)
+        return {"arm": arm, "seed": seed, "train_s": round(res["train_s"], 1),
+                **score(DepthAnything.from_pretrained(res["checkpoint"]).eval(), a.data_root)}
+
+    rows = run_arms(out, [] if a.report_only else seeds, arms, run_one)
+    base = cached_baseline(out, a.data_root)
+    text = report(rows, base, seeds)
     (out / "report.md").write_text(text)
     print(text)
     return 0
