@@ -20,7 +20,6 @@ Each finished (arm, seed) is appended to `results.jsonl` and skipped when the sc
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -81,22 +80,7 @@ def report(rows: list[dict], base: dict, seeds: list[int]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--arms", default=",".join(ARMS))
-    p.add_argument("--out", default="runs/studies/bf16_precision")
-    p.add_argument("--data-root", default=None, help="dataset cache (default: DALIB_DATA or data/)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--report-only", action="store_true")
-    a = p.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(a.threads)
-    seeds = [int(s) for s in a.seeds.split(",")]
-    arms = [x for x in a.arms.split(",") if x]
-    unknown = sorted(set(arms) - set(ARMS))
-    if unknown:
-        p.error(f"--arms: unknown {unknown}; expected some of {sorted(ARMS)}")
+    a, seeds, arms = teacher_limits.study_args(__doc__.splitlines()[0], ARMS, "runs/studies/bf16_precision", argv)
     out = Path(a.out)
     rows = teacher_limits.run_arms(out, [] if a.report_only else seeds, arms,
                                    lambda arm, seed: run_arm(arm, seed, out, a.data_root, a.threads))

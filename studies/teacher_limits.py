@@ -166,11 +166,13 @@ def cached_baseline(out: Path, root) -> dict:
     return json.loads(path.read_text())
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def study_args(description: str, known_arms, out: str, argv=None) -> tuple[argparse.Namespace, list[int], list[str]]:
+    """The command line of a study: --seeds, --arms (some of `known_arms`), --out, --data-root, --threads,
+    --report-only; torch gets the threads. Returns (args, seeds, arms)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--arms", default=",".join(ARMS))
-    p.add_argument("--out", default="runs/studies/teacher_limits")
+    p.add_argument("--arms", default=",".join(known_arms))
+    p.add_argument("--out", default=out)
     p.add_argument("--data-root", default=None, help="dataset cache (default: DALIB_DATA or data/)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true")
@@ -178,11 +180,15 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(a.threads)
-    seeds = [int(s) for s in a.seeds.split(",")]
     arms = [x for x in a.arms.split(",") if x]
-    unknown = sorted(set(arms) - set(ARMS))
+    unknown = sorted(set(arms) - set(known_arms))
     if unknown:
-        p.error(f"--arms: unknown {unknown}; expected some of {sorted(ARMS)}")
+        p.error(f"--arms: unknown {unknown}; expected some of {sorted(known_arms)}")
+    return a, [int(s) for s in a.seeds.split(",")], arms
+
+
+def main(argv=None) -> int:
+    a, seeds, arms = study_args(__doc__.splitlines()[0], ARMS, "runs/studies/teacher_limits", argv)
     out = Path(a.out)
 
     def run_one(arm, seed):

@@ -64,3 +64,14 @@ def read_only_dir(tmp_path):
         (d / "probe").unlink()
         yield Path("/sys")
     d.chmod(0o755)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache of the test's own, offline, with a data folder of its own; tests write hub
+    fixtures into it (tests/hub_fixtures.py)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("DALIB_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("DALIB_MANIFESTS", raising=False)
+    return tmp_path / "hub"

@@ -95,17 +95,8 @@ def test_da2k_correct_counts_the_closer_point_by_larger_disparity():
     assert da2k_correct(pred, [[0.4, 0.4]], [[5, 9]], [1]).tolist() == [True]  # rounded, clipped to the image
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("DALIB_DATA", str(tmp_path / "data"))
-    monkeypatch.delenv("DALIB_MANIFESTS", raising=False)
-    return tmp_path / "hub"
-
-
-def test_da2k_accuracy_on_the_fixture(cache):
-    fx.write_da2k(cache)
+def test_da2k_accuracy_on_the_fixture(hub_cache):
+    fx.write_da2k(hub_cache)
     ds = load("da-2k", "test")
 
     def rows_near(images):  # disparity falls with the row: the top (point1's rows 5..7) is closer
@@ -121,8 +112,8 @@ def test_da2k_accuracy_on_the_fixture(cache):
     assert evaluate_da2k(rows_far, ds)["accuracy"] == 0.0
 
 
-def test_nyu_benchmark_end_to_end_on_the_fixture(cache):
-    fx.write_nyu(cache)
+def test_nyu_benchmark_end_to_end_on_the_fixture(hub_cache):
+    fx.write_nyu(hub_cache)
     ds = load("nyu-d", "test")
     truth = {fx.nyu_sample(k)[0].transpose(1, 2, 0).tobytes(): fx.nyu_sample(k)[1] for k in range(3)}
 
@@ -133,12 +124,12 @@ def test_nyu_benchmark_end_to_end_on_the_fixture(cache):
     assert rep["n_images"] == 3 and rep["abs_rel"] == pytest.approx(0.0, abs=1e-6) and rep["delta1"] == 1.0
 
 
-def test_official_weights_come_from_the_cache_in_the_official_layout(cache):
+def test_official_weights_come_from_the_cache_in_the_official_layout(hub_cache):
     ref = OFFICIAL_WEIGHTS["V2-S"]
     assert (ref.repo_id, ref.filename) == ("depth-anything/Depth-Anything-V2-Small", "depth_anything_v2_vits.pth")
     with pytest.raises(HubFileError, match=f"hf download {ref.repo_id} {ref.filename} --revision {ref.revision}"):
         official_model("V2-S")
-    path, sd = fx.write_official_weights(cache, ref)
+    path, sd = fx.write_official_weights(hub_cache, ref)
     assert path.parent.name == ref.revision and next(iter(sd)).startswith("pretrained.")
     model = official_model("V2-S")
     assert model.encoder == "vits" and not model.training

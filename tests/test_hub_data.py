@@ -17,15 +17,6 @@ from dalib.data.serve import load
 REPO = fx.REPO
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("DALIB_DATA", str(tmp_path / "data"))
-    monkeypatch.delenv("DALIB_MANIFESTS", raising=False)
-    return tmp_path / "hub"
-
-
 def _mutated(tmp_path, monkeypatch, name, change) -> dict:
     """A manifest folder holding the shipped manifest `name` with `change(m)` applied; becomes the default."""
     m = fx.manifest(name)
@@ -38,8 +29,8 @@ def _mutated(tmp_path, monkeypatch, name, change) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------- NYU-D
-def test_nyu_rows_are_the_h5_files_in_metres(cache):
-    fx.write_nyu(cache)
+def test_nyu_rows_are_the_h5_files_in_metres(hub_cache):
+    fx.write_nyu(hub_cache)
     ds = load("nyu-d", "test", n=3).with_format("numpy")
     assert len(ds) == 3 and set(ds.column_names) == {"image", "path", "depth", "mask"}
     for k in range(3):
@@ -51,8 +42,8 @@ def test_nyu_rows_are_the_h5_files_in_metres(cache):
     assert ds[2]["path"].startswith("data/val-000001.tar:")
 
 
-def test_nyu_reads_the_second_tar_only_when_n_needs_it(cache):
-    first, second = fx.write_nyu(cache)
+def test_nyu_reads_the_second_tar_only_when_n_needs_it(hub_cache):
+    first, second = fx.write_nyu(hub_cache)
     second.unlink()
     assert len(load("nyu-d", "test", n=2)) == 2  # the first tar holds two images
     with pytest.raises(DataSourceError) as e:
@@ -62,23 +53,23 @@ def test_nyu_reads_the_second_tar_only_when_n_needs_it(cache):
     assert "hf download sayakpaul/nyu_depth_v2 data/val-000001.tar --repo-type dataset --revision a918863" in msg
 
 
-def test_nyu_with_a_renamed_column_fails_naming_it(cache, tmp_path, monkeypatch):
-    fx.write_nyu(cache)
+def test_nyu_with_a_renamed_column_fails_naming_it(hub_cache, tmp_path, monkeypatch):
+    fx.write_nyu(hub_cache)
     _mutated(tmp_path, monkeypatch, "nyu-d", lambda m: m["columns"].update(depth="depth_map"))
     with pytest.raises(DataSourceError, match=r"has no dataset columns.depth='depth_map'; it holds \['depth', 'rgb'\]"):
         load("nyu-d", "test", n=1)
 
 
-def test_nyu_in_another_unit_gives_other_numbers(cache, tmp_path, monkeypatch):
-    fx.write_nyu(cache)
+def test_nyu_in_another_unit_gives_other_numbers(hub_cache, tmp_path, monkeypatch):
+    fx.write_nyu(hub_cache)
     _mutated(tmp_path, monkeypatch, "nyu-d", lambda m: m["depth"].update(units="mm", valid_range=None))
     depth = load("nyu-d", "test", n=1).with_format("numpy")[0]["depth"]
     np.testing.assert_allclose(depth, fx.nyu_sample(0)[1] / 1000, rtol=1e-6)  # what the first test rules out
 
 
 # ----------------------------------------------------------------------------------------------------- DA-2K
-def test_da2k_rows_carry_the_annotated_pairs(cache):
-    fx.write_da2k(cache)
+def test_da2k_rows_carry_the_annotated_pairs(hub_cache):
+    fx.write_da2k(hub_cache)
     ds = load("da-2k", "test").with_format("numpy")
     ann = fx.da2k_annotations()
     assert list(ds["path"]) == list(ann) and list(ds["scene"]) == ["indoor", "outdoor", "aerial"]
@@ -89,8 +80,8 @@ def test_da2k_rows_carry_the_annotated_pairs(cache):
     assert list(row["closer"]) == [1] * fx.DA2K_PAIRS  # "point1" -> 1
 
 
-def test_da2k_bad_annotations_are_named(cache, tmp_path, monkeypatch):
-    path = fx.write_da2k(cache)
+def test_da2k_bad_annotations_are_named(hub_cache, tmp_path, monkeypatch):
+    path = fx.write_da2k(hub_cache)
     import zipfile
 
     with zipfile.ZipFile(path, "w") as z:
@@ -101,21 +92,21 @@ def test_da2k_bad_annotations_are_named(cache, tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ the photo pool
-def test_pool_from_the_cache_serves_only_images(cache):
-    fx.write_pool(cache, n=6)
+def test_pool_from_the_cache_serves_only_images(hub_cache):
+    fx.write_pool(hub_cache, n=6)
     ds = load("commoncatalog-cc-by", "train", n=5)
     assert len(ds) == 5 and ds.column_names == ["image", "path"]
     assert ds[0]["image"].size == (60, 40) and ds[4]["path"].endswith(".parquet#4")
 
 
-def test_pool_images_are_shrunk_to_the_manifest_short_side(cache, tmp_path, monkeypatch):
-    fx.write_pool(cache, n=2)
+def test_pool_images_are_shrunk_to_the_manifest_short_side(hub_cache, tmp_path, monkeypatch):
+    fx.write_pool(hub_cache, n=2)
     _mutated(tmp_path, monkeypatch, "commoncatalog-cc-by", lambda m: m["source"].update(resize_short_side=20))
     im = load("commoncatalog-cc-by", "train", n=1)[0]["image"]
     assert im.size == (30, 20) and im.format == "JPEG"
 
 
-def test_pool_streams_the_rows_it_needs_when_not_cached(tmp_path, monkeypatch, cache):
+def test_pool_streams_the_rows_it_needs_when_not_cached(tmp_path, monkeypatch, hub_cache):
     path = fx.write_pool(tmp_path / "elsewhere", n=6)  # on the "hub", not in the cache
     monkeypatch.delenv("HF_HUB_OFFLINE")
     opened = []
@@ -130,26 +121,26 @@ def test_pool_streams_the_rows_it_needs_when_not_cached(tmp_path, monkeypatch, c
     assert opened == [(src["hub_id"], src["files"]["train"][0], src["revision"], "dataset")]
 
 
-def test_pool_offline_and_not_cached_says_how_to_fetch_it(cache):
+def test_pool_offline_and_not_cached_says_how_to_fetch_it(hub_cache):
     with pytest.raises(DataSourceError, match=r"commoncatalog-cc-by.yaml.*cannot be streamed offline.*hf download "
                                               r"common-canvas/commoncatalog-cc-by 5/least_dim_range"):
         load("commoncatalog-cc-by", "train", n=2)
 
 
-def test_pool_with_a_renamed_image_column_fails_naming_the_columns(cache, tmp_path, monkeypatch):
-    fx.write_pool(cache, n=2)
+def test_pool_with_a_renamed_image_column_fails_naming_the_columns(hub_cache, tmp_path, monkeypatch):
+    fx.write_pool(hub_cache, n=2)
     _mutated(tmp_path, monkeypatch, "commoncatalog-cc-by", lambda m: m["columns"].update(image="image"))
     with pytest.raises(DataSourceError, match=r"no column columns.image='image'; its columns are \['jpg', "):
         load("commoncatalog-cc-by", "train", n=1)
 
 
 # --------------------------------------------------------------------- a parquet benchmark (the generic path)
-def test_parquet_depth_png_in_millimetres_becomes_metres(cache, tmp_path, monkeypatch):
+def test_parquet_depth_png_in_millimetres_becomes_metres(hub_cache, tmp_path, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rev = "f" * 40
-    folder = fx.snapshot(cache, "example-org/tiny-depth", rev)
+    folder = fx.snapshot(hub_cache, "example-org/tiny-depth", rev)
     mm = np.array([[0, 1500], [2500, 9000]], np.uint16)
     png = io.BytesIO()
     Image.fromarray(mm).save(png, format="PNG")

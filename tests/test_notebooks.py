@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 MARK = "# NBVAL_CHECK_OUTPUT"
 MAX_LINE = 100   # JupyterLab's editor cuts longer lines at its default width
 
