@@ -32,6 +32,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -57,9 +58,12 @@ class PipelineError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- configuration
+NOTEBOOK_NAME = re.compile(r"\d\d[a-z]?_\w+\.ipynb")  # NN_name, or NNa_name for a chapter between NN and NN+1
+
+
 def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
-    """Course notebooks in pipeline order: `NN_name.ipynb`, sorted by their number."""
-    nbs = [p for p in notebook_dir.glob("[0-9][0-9]_*.ipynb")]
+    """Course notebooks in pipeline order: `NN_name.ipynb` and `NNa_name.ipynb` (after NN), sorted by number."""
+    nbs = [p for p in notebook_dir.glob("[0-9][0-9]*_*.ipynb") if NOTEBOOK_NAME.fullmatch(p.name)]
     return sorted(nbs, key=lambda p: (int(p.name[:2]), p.name))
 
 

@@ -12,6 +12,7 @@ is not weights gets an error naming it, never advice to unpickle). Our own forma
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -360,6 +361,14 @@ OFFICIAL_WEIGHTS = {
                        "c39ba42370cc2915c194638f9fa23d5cecf6f410", "vits", "Apache-2.0", "99.2 MB",
                        "https://huggingface.co/depth-anything/Depth-Anything-V2-Small"),
 }
+# The course's own vitt encoders, pretrained without labels by `dalib.pretrain` (notebook 03a) and shipped in
+# dalib/encoders/ as fp16 safetensors, each with a JSON beside it (images seen, the command that reproduces it):
+# pretrained_encoder name -> (file, the sha256 loading checks)
+ENCODER_DIR = Path(__file__).resolve().parent / "encoders"
+COURSE_ENCODERS = {
+    "course": ("vitt-dino.safetensors", "COURSE_DINO_SHA256"),
+    "course-mae": ("vitt-mae.safetensors", "COURSE_MAE_SHA256"),
+}
 ENCODER_CHOICES = ("auto", "required")  # pretrained_encoder values resolved here (None: random init, or a file)
 
 
@@ -382,6 +391,27 @@ def find_encoder_weights(encoder, *, download: bool = True) -> Path:
         raise FileNotFoundError(f"DINOv2 weights for {cfg.name!r} ({w.size}): not at {local} and {e}") from None
 
 
+def course_encoder(name: str) -> Path:
+    """The shipped encoder file of COURSE_ENCODERS[name], its sha256 checked (ValueError naming the file otherwise)."""
+    if name not in COURSE_ENCODERS:
+        raise ValueError(f"course encoder {name!r}: expected one of {', '.join(COURSE_ENCODERS)}")
+    file, digest = COURSE_ENCODERS[name]
+    path = ENCODER_DIR / file
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the course's {name!r} encoder is missing from this installation")
+    if (got := file_sha256(path)) != digest:
+        raise ValueError(f"{path}: sha256 {got}, expected {digest}; the file was changed or damaged (git checkout "
+                         f"restores it; the JSON beside it has the command that reproduces it)")
+    return path
+
+
+def course_encoder_info(name: str) -> dict:
+    """The JSON shipped beside the course encoder `name` (objective, images seen, reproduction command, config),
+    with the checked sha256."""
+    path = course_encoder(name)
+    return {**json.loads(path.with_suffix(".json").read_text()), "sha256": COURSE_ENCODERS[name][1]}
+
+
 def describe_weights(path) -> dict:
     """{"path", "sha256", "source"} of a weights file, for a run's params.json and the notebooks' output; the source
     names the hub repo and commit when the file is in the Hugging Face cache."""
@@ -398,10 +428,15 @@ def resolve_pretrained_encoder(choice, encoder):
 
     "auto": DINOv2 from the local caches, else downloaded (`find_encoder_weights`), else None with a RuntimeWarning
     (e.g. `vitt`, for which no DINOv2 exists); "required": the same but a FileNotFoundError naming the command
-    that fetches the weights instead of random init (the gpu profiles); None / False: random init; a path: as is.
+    that fetches the weights instead of random init (the gpu profiles); "course" / "course-mae": the course's own
+    shipped vitt encoders (`course_encoder`); None / False: random init; a path: as is.
     """
     if choice is None or choice is False:
         return None
+    if choice in COURSE_ENCODERS:
+        if get_config(encoder).name != "vitt":
+            raise ValueError(f"pretrained_encoder={choice!r} is a vitt encoder; the model is {encoder!r}")
+        return str(course_encoder(choice))
     if choice not in ENCODER_CHOICES:
         return str(choice)
     try:

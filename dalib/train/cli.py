@@ -46,15 +46,28 @@ def _field_parser(f: dataclasses.Field):
     return lambda s: None if s.lower() == "none" else s
 
 
-def field_comments() -> dict[str, str]:
-    """{field: its comment} read from the TrainConfig source (the help text of the command line)."""
-
+def field_comments(cls=TrainConfig) -> dict[str, str]:
+    """{field: its comment} read from a config dataclass's source (the help text of its command line)."""
     out = {}
-    for line in inspect.getsource(TrainConfig).splitlines():
+    for line in inspect.getsource(cls).splitlines():
         m = re.match(r"\s+(\w+): [^#]+#\s*(.*)$", line)
         if m:
             out[m.group(1)] = m.group(2)
     return out
+
+
+def add_field_flags(ap: argparse.ArgumentParser, cls) -> list[str]:
+    """One `--field-name` flag per field of config dataclass `cls` (its comment as help; lists comma-separated,
+    booleans only as true/false words); returns the field names. `python -m dalib.train` and `dalib.pretrain`."""
+    comments = field_comments(cls)
+    names = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_field_parser(f), default=None,
+                        help=(f"{comments.get(f.name, '')} (default {default!r}"
+                              + ("; comma-separated" if isinstance(default, (list, tuple)) else "") + ")").replace("%", "%%"))
+        names.append(f.name)
+    return names
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
@@ -62,16 +75,10 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     ap = argparse.ArgumentParser(prog="python -m dalib.train", description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="YAML file with TrainConfig fields")
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    comments = field_comments()
-    for name, f in fields.items():
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        ap.add_argument("--" + name.replace("_", "-"), dest=name, type=_field_parser(f), default=None,
-                        help=(f"{comments.get(name, '')} (default {default!r}"
-                              + ("; comma-separated" if isinstance(default, (list, tuple)) else "") + ")").replace("%", "%%"))
+    names = add_field_flags(ap, TrainConfig)
     args = ap.parse_args(argv)
     values: dict = read_config_file(args.config) if args.config else {}
-    for name in fields:
+    for name in names:
         v = getattr(args, name)
         if v is not None:
             values[name] = v
