@@ -82,13 +82,9 @@ def report(rows: list[dict], base: dict, seeds: list[int]) -> str:
 def main(argv=None) -> int:
     a, seeds, arms = teacher_limits.study_args(__doc__.splitlines()[0], ARMS, "runs/studies/bf16_precision", argv)
     out = Path(a.out)
-    rows = teacher_limits.run_arms(out, [] if a.report_only else seeds, arms,
-                                   lambda arm, seed: run_arm(arm, seed, out, a.data_root, a.threads))
-    base = teacher_limits.cached_baseline(out, a.data_root)
-    text = report(rows, base, seeds)
-    (out / "report.md").write_text(text)
-    print(text)
-    return 0
+    return teacher_limits.run_study(out, [] if a.report_only else seeds, arms,
+                                    lambda arm, seed: run_arm(arm, seed, out, a.data_root, a.threads),
+                                    lambda rows, base: report(rows, base, seeds), a.data_root)
 
 
 if __name__ == "__main__":

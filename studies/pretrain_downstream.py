@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling study: its recipe and scores
 
-from teacher_limits import (BATCH, CROP, IMAGE_SIZE, LR, N_TRAIN, cached_baseline, run_arms, score,  # noqa: E402
+from teacher_limits import (BATCH, CROP, IMAGE_SIZE, LR, N_TRAIN, run_study, score,  # noqa: E402
                             t_interval_text)
 from dalib.data.serve import load
 
@@ -91,12 +91,7 @@ def main(argv=None) -> int:
         return {"arm": name, "encoder": encoders[name], "seed": seed, "train_s": round(res["train_s"], 1),
                 **score(DepthAnything.from_pretrained(res["checkpoint"]).eval(), a.data_root)}
 
-    rows = run_arms(out, [int(s) for s in a.seeds.split(",")], list(encoders), run_one)
-    base = cached_baseline(out, a.data_root)
-    text = report(rows, base)
-    (out / "report.md").write_text(text)
-    print(text)
-    return 0
+    return run_study(out, [int(s) for s in a.seeds.split(",")], list(encoders), run_one, report, a.data_root)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,15 @@ def run_arms(out: Path, seeds, arms, run_one) -> list[dict]:
     return rows
 
 
+def run_study(out: Path, seeds, arms, run_one, report_of, root) -> int:
+    """`run_arms`, then `report_of(rows, baseline)` written to out/report.md and printed; the end of each study."""
+    rows = run_arms(out, seeds, arms, run_one)
+    text = report_of(rows, cached_baseline(out, root))
+    (out / "report.md").write_text(text)
+    print(text)
+    return 0
+
+
 def cached_baseline(out: Path, root) -> dict:
     """The trivial baseline's scores (`baseline`), computed once into out/baseline.json."""
     path = out / "baseline.json"
@@ -198,12 +207,8 @@ def main(argv=None) -> int:
         return {"arm": arm, "seed": seed, "train_s": round(res["train_s"], 1),
                 **score(DepthAnything.from_pretrained(res["checkpoint"]).eval(), a.data_root)}
 
-    rows = run_arms(out, [] if a.report_only else seeds, arms, run_one)
-    base = cached_baseline(out, a.data_root)
-    text = report(rows, base, seeds)
-    (out / "report.md").write_text(text)
-    print(text)
-    return 0
+    return run_study(out, [] if a.report_only else seeds, arms, run_one,
+                     lambda rows, base: report(rows, base, seeds), a.data_root)
 
 
 if __name__ == "__main__":
