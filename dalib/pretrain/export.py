@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from dalib.model import read_safetensors
 from dalib.pretrain.config import PretrainConfig, config_from_mapping
 from dalib.pretrain.loop import PRETRAIN_CONFIG_FILE, PRETRAIN_WEIGHTS_FILE
-from dalib.runfiles import atomic_write_json, environment_info, give_default_mode
+from dalib.runfiles import REPO_ROOT, atomic_write_json, environment_info, give_default_mode
 from dalib.shards import file_sha256
 from dalib.train.checkpoints import latest_checkpoint, read_log
 
@@ -35,9 +35,17 @@ def reproduce_command(cfg: PretrainConfig) -> str:
         v = getattr(cfg, f.name)
         if f.name in skip or v is None:
             continue
+        if f.name == "out_dir":
+            v = _in_checkout(v)
         text = ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
         parts.append(f"--{f.name.replace('_', '-')} {text}")
     return " ".join(parts)
+
+
+def _in_checkout(path: str) -> str:
+    """A path inside this checkout relative to its root, so a recorded command reads the same in any clone."""
+    p = Path(path)
+    return str(p.relative_to(REPO_ROOT)) if p.is_absolute() and p.is_relative_to(REPO_ROOT) else str(path)
 
 
 def _check_teacher(cfg: PretrainConfig, log: list[dict], force: bool) -> None:
@@ -90,7 +98,8 @@ def export_encoder(run_dir: str | os.PathLike, path: str | os.PathLike, *, force
     os.replace(tmp, path)
     info = {"file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size, "dtype": "float16",
             "encoder": cfg.encoder, "objective": cfg.objective, "step": step, "steps": cfg.steps,
-            "images_seen": step * cfg.batch_size, "reproduce": reproduce_command(cfg), "config": cfg.to_dict(),
+            "images_seen": step * cfg.batch_size, "reproduce": reproduce_command(cfg),
+            "config": {**cfg.to_dict(), "out_dir": _in_checkout(cfg.out_dir)},
             "last_log": last, "git_revision": environment_info()["git_revision"]}
     atomic_write_json(path.with_suffix(".json"), info)
     return info
