@@ -3,11 +3,13 @@
 Each arm trains the cpu profile's notebook-04 teacher exactly as `studies/teacher_limits.py`'s `profile` arm
 (vitt, 84 px crops of 128 px renders, 600 indoor + 600 outdoor labelled clean renders, batch 12, 420 steps,
 lr 3e-4, 5% warm-up, gradient matching ramped in over half the steps, photometric augmentation), with only
-`pretrained_encoder` changed, and is scored with `teacher_limits.score` (AbsRel on 192 clean and 192 photo
-test images, shuffled inputs, Middlebury) against the mean-disparity baseline of notebook 07.
+`pretrained_encoder` changed (and, in an arm `NAME=FILE@LR`, the encoder lr: a pretrained encoder is usually
+fine-tuned more gently than a random one is trained), and is scored with `teacher_limits.score` (AbsRel on 192
+clean and 192 photo test images, shuffled inputs, Middlebury) against the mean-disparity baseline of notebook 07.
 
-    OMP_NUM_THREADS=1 python studies/pretrain_downstream.py --out runs/studies/pretrain_downstream \
-        --arms random,mae=runs/pretrain/mae/vitt-mae.safetensors,dino=runs/pretrain/dino/vitt-dino.safetensors
+    OMP_NUM_THREADS=1 python studies/pretrain_downstream.py --out runs/studies/encoder_init --seeds 0,1,2 \
+        --arms random,mae=dalib/encoders/vitt-mae.safetensors,dino=dalib/encoders/vitt-dino.safetensors \
+               ,dino-lr3e-5=dalib/encoders/vitt-dino.safetensors@3e-5
 
 Each finished (arm, seed) is appended to `results.jsonl` and skipped when the script is run again.
 """
@@ -26,8 +28,8 @@ from dalib.data.serve import load
 STEPS = 420  # the cpu profile's teacher steps
 
 
-def train_arm(name: str, encoder: str | None, seed: int, out: Path, root, threads: int) -> dict:
-    """The cpu profile's teacher with `pretrained_encoder=encoder` (None: random init)."""
+def train_arm(name: str, encoder: str | None, seed: int, out: Path, root, threads: int, lr: float = LR) -> dict:
+    """The cpu profile's teacher with `pretrained_encoder=encoder` (None: random init) and encoder lr `lr`."""
     from dalib.student import photometric_hooks
     from dalib.train.config import TrainConfig
     from dalib.train.loop import train
@@ -35,7 +37,7 @@ def train_arm(name: str, encoder: str | None, seed: int, out: Path, root, thread
     sources = [load(k, "train", root=root, n=N_TRAIN // 2, height=IMAGE_SIZE, width=IMAGE_SIZE)
                for k in ("synth-indoor", "synth-outdoor")]
     cfg = TrainConfig(encoder="vitt", version="v2", pretrained_encoder=encoder, datasets=sources, ratios=[1, 1],
-                      crop=CROP, batch_size=BATCH, steps=STEPS, lr_encoder=LR, warmup_steps=STEPS // 20,
+                      crop=CROP, batch_size=BATCH, steps=STEPS, lr_encoder=lr, warmup_steps=STEPS // 20,
                       gm_ramp_steps=STEPS // 2, gm_weight=2.0, seed=seed, threads=threads, num_workers=0,
                       log_every=20, checkpoint_every=0, progress=False, resume=True,
                       out_dir=str(out / f"{name}-seed{seed}"))
@@ -71,7 +73,8 @@ def report(rows: list[dict], base: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arms", default="random", help="comma-separated NAME=ENCODER_FILE, or 'random'")
+    p.add_argument("--arms", default="random", help="comma-separated NAME=ENCODER_FILE[@LR] (LR: the encoder lr "
+                   "instead of the profile's), or 'random'")
     p.add_argument("--seeds", default="0")
     p.add_argument("--out", default="runs/studies/pretrain_downstream")
     p.add_argument("--data-root", default=None)
@@ -83,12 +86,15 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(a.threads)
     arms = [(x.split("=", 1)[0], x.split("=", 1)[1] if "=" in x else None) for x in a.arms.split(",") if x]
+    lrs = {name: float(spec.rpartition("@")[2]) if spec and "@" in spec else LR for name, spec in arms}
+    arms = [(name, spec.rpartition("@")[0] if spec and "@" in spec else spec) for name, spec in arms]
     out = Path(a.out)
     encoders = dict(arms)
 
     def run_one(name, seed):
-        res = train_arm(name, encoders[name], seed, out, a.data_root, a.threads)
-        return {"arm": name, "encoder": encoders[name], "seed": seed, "train_s": round(res["train_s"], 1),
+        res = train_arm(name, encoders[name], seed, out, a.data_root, a.threads, lrs[name])
+        return {"arm": name, "encoder": encoders[name], "lr_encoder": lrs[name], "seed": seed,
+                "train_s": round(res["train_s"], 1),
                 **score(DepthAnything.from_pretrained(res["checkpoint"]).eval(), a.data_root)}
 
     return run_study(out, [int(s) for s in a.seeds.split(",")], list(encoders), run_one, report, a.data_root)
