@@ -7,9 +7,9 @@ lr 3e-4, 5% warm-up, gradient matching ramped in over half the steps, photometri
 fine-tuned more gently than a random one is trained), and is scored with `teacher_limits.score` (AbsRel on 192
 clean and 192 photo test images, shuffled inputs, Middlebury) against the mean-disparity baseline of notebook 07.
 
+    E=dalib/encoders
     OMP_NUM_THREADS=1 python studies/pretrain_downstream.py --out runs/studies/encoder_init --seeds 0,1,2 \
-        --arms random,mae=dalib/encoders/vitt-mae.safetensors,dino=dalib/encoders/vitt-dino.safetensors \
-               ,dino-lr3e-5=dalib/encoders/vitt-dino.safetensors@3e-5
+        --arms random,mae=$E/vitt-mae.safetensors,dino=$E/vitt-dino.safetensors,dino-lr3e-5=$E/vitt-dino.safetensors@3e-5
 
 Each finished (arm, seed) is appended to `results.jsonl` and skipped when the script is run again.
 """
