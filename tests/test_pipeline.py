@@ -275,3 +275,10 @@ def test_cli_profile_that_does_not_parse_names_the_file_and_position(toy, run_cl
         f"python -m dalib.pipeline: error: {cfgdir / 'broken.yaml'}: not valid YAML at line 3, column 10: expected "
         f"',' or ']', but got ':' (while parsing a flow sequence)"]
     assert not run.exists()  # nothing ran
+
+
+def test_a_chapter_between_two_numbers_runs_after_the_first(tmp_path):
+    """`03a_name` runs after `03_name` and before `04_name`; other file names are not chapters."""
+    for name in ("04_d.ipynb", "03a_c.ipynb", "03_b.ipynb", "00_a.ipynb", "3_x.ipynb", "03A_y.ipynb", "notes.ipynb"):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in list_notebooks(tmp_path)] == ["00_a.ipynb", "03_b.ipynb", "03a_c.ipynb", "04_d.ipynb"]
