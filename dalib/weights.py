@@ -366,8 +366,8 @@ OFFICIAL_WEIGHTS = {
 # pretrained_encoder name -> (file, the sha256 loading checks)
 ENCODER_DIR = Path(__file__).resolve().parent / "encoders"
 COURSE_ENCODERS = {
-    "course": ("vitt-dino.safetensors", "COURSE_DINO_SHA256"),
-    "course-mae": ("vitt-mae.safetensors", "COURSE_MAE_SHA256"),
+    "course": ("vitt-dino.safetensors", "f7209d159e8431f6dfe86dcd931aca2e2c17b69e0d49a76961451b8784b385ae"),
+    "course-mae": ("vitt-mae.safetensors", "f306330db249b221b345ea7832b0f42988a3e3be437efdbbd4be38442ac07326"),
 }
 ENCODER_CHOICES = ("auto", "required")  # pretrained_encoder values resolved here (None: random init, or a file)
 
@@ -464,11 +464,14 @@ def load_encoder_weights(model: DepthAnything, source=True) -> None:
     """Initialise `model.pretrained` from DINOv2 weights.
 
     source: a file (official `dinov2_vits14_pretrain.pth`, a timm `.safetensors`, or a full Depth
-    Anything checkpoint whose `pretrained.*` part is used), or True / "auto" for `find_encoder_weights` (the local
-    file, the Hugging Face cache, the hub). Raises FileNotFoundError saying what was tried.
+    Anything checkpoint whose `pretrained.*` part is used), True / "auto" / "required" for `find_encoder_weights`
+    (the local file, the Hugging Face cache, the hub), or a COURSE_ENCODERS name. Raises FileNotFoundError
+    saying what was tried.
     """
-    if source is True or source == "auto":
+    if source is True or source in ENCODER_CHOICES:
         path = find_encoder_weights(model.cfg)
+    elif source in COURSE_ENCODERS:
+        path = course_encoder(source)
     else:
         path = Path(source)
         if not path.is_file():

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from dalib import weights
 from dalib.model import DepthAnything
 from dalib.pretrain.cli import main as cli_main
 from dalib.pretrain.config import PretrainConfig
@@ -20,7 +21,7 @@ from dalib.pretrain.losses import (centered_softmax, dino_loss, entropies, ibot_
                                    sinkhorn_knopp, update_center)
 from dalib.pretrain.objectives import DinoObjective, Schedule
 from dalib.pretrain.views import ImagePool, PretrainBatches, block_mask, colour_level
-from dalib.weights import build_model, load_encoder_weights
+from dalib.weights import COURSE_ENCODERS, build_model, course_encoder_info, load_encoder_weights
 
 
 def _softmax(x, axis=-1):
@@ -426,3 +427,31 @@ def test_pca_rgb_and_patch_disparity():
     target, patch_depth = patch_disparity(depth, mask, (28, 28))
     assert np.allclose(patch_depth[0], [[4.0, 2.0], [2.0, 0.0]])
     assert np.allclose(target[0], [[0.0, 1.0], [1.0, 0.0]])  # far -> 0, near -> 1, invalid 0
+
+
+# ----------------------------------------------------------------------------- the shipped encoders
+@pytest.mark.parametrize("name", sorted(COURSE_ENCODERS))
+def test_shipped_encoder_has_its_hash_and_loads(name, tmp_path, monkeypatch):
+    """Each encoder in dalib/encoders/ is the file its sha256 names (checked by hashing it here, not only by the
+    loader), at most 12 MB of fp16, and fills the encoder of a vitt exactly; a changed byte is refused."""
+    file, digest = COURSE_ENCODERS[name]
+    path = weights.ENCODER_DIR / file
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert path.stat().st_size <= 12 * 2**20
+    info = course_encoder_info(name)
+    assert info["encoder"] == "vitt" and info["sha256"] == digest and info["reproduce"].startswith("python -m dalib")
+    model = build_model("vitt", pretrained_encoder=name)
+    with safe_open(str(path), "pt") as fh:
+        for key in fh.keys():
+            assert fh.get_tensor(key).dtype == torch.float16
+            assert torch.equal(model.state_dict()[key], fh.get_tensor(key).float()), key
+    damaged = tmp_path / "encoders"
+    damaged.mkdir()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (damaged / file).write_bytes(bytes(data))
+    monkeypatch.setattr(weights, "ENCODER_DIR", damaged)
+    with pytest.raises(ValueError, match=f"{file}: sha256 .* expected {digest}"):
+        build_model("vitt", pretrained_encoder=name)
+    with pytest.raises(ValueError, match="is a vitt encoder"):
+        weights.resolve_pretrained_encoder(name, "vits")
