@@ -74,7 +74,7 @@ def report(rows: list[dict], base: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arms", default="random", help="comma-separated NAME=ENCODER_FILE[@LR] (LR: the encoder lr "
-                   "instead of the profile's), or 'random'")
+                   "instead of the profile's), 'random', or NAME=@LR (random init at encoder lr LR)")
     p.add_argument("--seeds", default="0")
     p.add_argument("--out", default="runs/studies/pretrain_downstream")
     p.add_argument("--data-root", default=None)
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     arms = [(x.split("=", 1)[0], x.split("=", 1)[1] if "=" in x else None) for x in a.arms.split(",") if x]
     lrs = {name: float(spec.rpartition("@")[2]) if spec and "@" in spec else LR for name, spec in arms}
-    arms = [(name, spec.rpartition("@")[0] if spec and "@" in spec else spec) for name, spec in arms]
+    arms = [(name, (spec.rpartition("@")[0] if spec and "@" in spec else spec) or None) for name, spec in arms]
     out = Path(a.out)
     encoders = dict(arms)
 

@@ -194,3 +194,18 @@ def test_imports_inside_functions_say_why():
                         unexplained.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} imports {root} "
                                            f"inside {func.name} without a comment saying why")
     assert not unexplained, "\n".join(sorted(set(unexplained)))
+
+
+MAX_FUNCTION_LINES = 60  # a function a reader can hold on one screen; a longer one is split into named stages
+
+
+def test_no_function_is_longer_than_a_screen():
+    """Every function of dalib, decorators excluded and docstring included, is at most 60 lines."""
+    long = []
+    for name, path in module_files().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{name}.{node.name} ({path.name}:{node.lineno}): {lines} lines")
+    assert not long, "split these into named stages:\n" + "\n".join(long)
