@@ -280,6 +280,56 @@ def claim_lower(a: float | None, b: float | None, *, tol: float = 0.005) -> dict
     return {"held": bool(b - a > tol), "a": float(a), "b": float(b), "margin": float(b - a)}
 
 
+CLAIM_TOLERANCE = 0.005  # AbsRel differences within this count as equal: the claim is not held
+
+
+def paper_claims(table: dict, models: Sequence[str], teacher_of: dict[str, str], *,
+                 tol: float = CLAIM_TOLERANCE) -> dict:
+    """Notebook 07's claims from its results table ({model: {test: {metric: value}}} with a "baseline" row):
+    students beat their teachers on `photo`, the V2 teacher beats the V1-style one on thin and glass/mirror
+    regions, feature alignment and CutMix help, and every model in `models` beats the baseline on each test.
+    `teacher_of`: {student: its teacher}. A pairwise claim is `claim_lower` plus the names and metric compared."""
+    def lower(a, b, test, key="abs_rel"):
+        va, vb = (table[n][test][key] if n in table else None for n in (a, b))
+        return {**claim_lower(va, vb, tol=tol), "lower": a, "than": b, "metric": f"{test}.{key}"}
+
+    claims = {
+        "student_beats_teacher_v2": lower("v2_student", teacher_of.get("v2_student", "v2_teacher"), "photo"),
+        "student_beats_teacher_v1": lower("v1_student", teacher_of.get("v1_student", "v1_teacher"), "photo"),
+        "v2_teacher_beats_v1_teacher_thin": lower("v2_teacher", "v1_teacher", "clean", "thin_abs_rel"),
+        "v2_teacher_beats_v1_teacher_glass_mirror": lower("v2_teacher", "v1_teacher", "clean",
+                                                          "glass_mirror_abs_rel"),
+        "feature_alignment_helps": lower("v2_student", "v2_student_no_feat", "photo"),
+        "cutmix_helps": lower("v2_student", "v2_student_no_cutmix", "photo"),
+    }
+    for test in ("clean", "photo", "middlebury"):
+        each = {name: lower(name, "baseline", test) for name in models}
+        claims[f"every_model_beats_baseline_{test}"] = {
+            "held": all(c["held"] for c in each.values()),
+            "baseline": table["baseline"][test]["abs_rel"],
+            "models": {name: c["a"] for name, c in each.items()},
+            "not_beating": [n for n, c in each.items() if not c["held"]],
+            "metric": f"{test}.abs_rel",
+        }
+    return claims
+
+
+def claim_line(key: str, claim: dict) -> str:
+    """One markdown line for a claim of `paper_claims`: its key, the verdict (HELD / not held / not measured)
+    and the numbers compared."""
+    c = claim
+    verdict = "not measured" if c["held"] is None else "HELD" if c["held"] else "not held"
+    if "not_beating" in c:
+        detail = (f"baseline {c['baseline']:.3f}, models {min(c['models'].values()):.3f}.."
+                  f"{max(c['models'].values()):.3f}"
+                  + (f"; not beating it: {', '.join(c['not_beating'])}" if c["not_beating"] else ""))
+    elif c["held"] is None:
+        detail = f"{c['lower']} or {c['than']} not trained in this run (or no such pixels in the test images)"
+    else:
+        detail = f"{c['lower']} {c['a']:.3f} vs {c['than']} {c['b']:.3f} (margin {c['margin']:+.3f})"
+    return f"{key}: **{verdict}** ({c['metric']}: {detail})"
+
+
 def metrics_table(rows: dict[str, dict], keys: Sequence[str] = ("abs_rel", "delta1"),
                   regions: Sequence[str] = ("all", "thin", "glass_mirror")) -> str:
     """Markdown table: one row per model, `key (region)` columns; missing regions print as '-'."""

@@ -3,9 +3,10 @@ import datasets
 import numpy as np
 import pytest
 
-from dalib.evaluate import (MIDDLEBURY_SAMPLES, claim_lower, constant_predictor, dataset_arrays, evaluate,
-                            evaluate_constant, evaluate_middlebury, evaluate_model, mean_disparity_baseline,
-                            metrics_table, middlebury_samples, predict_disparities, results_table)
+from dalib.evaluate import (MIDDLEBURY_SAMPLES, claim_line, claim_lower, constant_predictor, dataset_arrays,
+                            evaluate, evaluate_constant, evaluate_middlebury, evaluate_model,
+                            mean_disparity_baseline, metrics_table, middlebury_samples, paper_claims,
+                            predict_disparities, results_table)
 from dalib.synth.engine import generate
 from dalib.synth.scenes import MATERIALS
 
@@ -207,3 +208,31 @@ def test_input_dependence_separates_a_model_from_a_layout_prior(scenes):
     assert abs(r["abs_rel_shuffled"] - r["abs_rel"]) < 1e-6 and abs(r["gain"]) < 1e-5
     with pytest.raises(ValueError, match="shift"):
         input_dependence(exact, arr["depth"], arr["mask"], shift=len(exact))
+
+
+def test_paper_claims_and_their_lines():
+    """The claims of notebook 07 from a results table: a pairwise claim held only beyond the tolerance, not
+    measured when a model is missing, and the baseline claim listing the models that do not beat it."""
+    def row(clean, photo, thin=1.0):
+        return {"clean": {"abs_rel": clean, "thin_abs_rel": thin, "glass_mirror_abs_rel": 0.3},
+                "photo": {"abs_rel": photo}, "middlebury": {"abs_rel": 0.15}}
+
+    table = {"v2_teacher": row(0.23, 0.26, thin=0.9), "v1_teacher": row(0.24, 0.29),
+             "v2_student": row(0.23, 0.25), "v1_student": row(0.24, 0.287), "baseline": row(0.28, 0.27, 1.3)}
+    claims = paper_claims(table, ["v2_teacher", "v1_teacher", "v2_student", "v1_student"],
+                          {"v2_student": "v2_teacher", "v1_student": "v1_teacher"})
+    assert claims["student_beats_teacher_v2"]["held"] is True  # 0.25 vs 0.26: margin 0.01 > 0.005
+    assert claims["student_beats_teacher_v1"]["held"] is False  # margin 0.003: equal
+    assert claims["v2_teacher_beats_v1_teacher_thin"]["held"] is True
+    assert claims["v2_teacher_beats_v1_teacher_glass_mirror"]["held"] is False
+    assert claims["feature_alignment_helps"]["held"] is None  # the ablation was not trained
+    photo = claims["every_model_beats_baseline_photo"]
+    assert photo["held"] is False and photo["not_beating"] == ["v1_teacher", "v1_student"]
+    assert claims["every_model_beats_baseline_clean"]["held"] is True
+    assert claims["every_model_beats_baseline_middlebury"]["not_beating"] == list(claims[
+        "every_model_beats_baseline_middlebury"]["models"])  # 0.15 vs 0.15: equal
+    assert claim_line("student_beats_teacher_v2", claims["student_beats_teacher_v2"]) == (
+        "student_beats_teacher_v2: **HELD** (photo.abs_rel: v2_student 0.250 vs v2_teacher 0.260 (margin +0.010))")
+    assert "**not measured**" in claim_line("feature_alignment_helps", claims["feature_alignment_helps"])
+    assert claim_line("every_model_beats_baseline_photo", photo).endswith(
+        "baseline 0.270, models 0.250..0.290; not beating it: v1_teacher, v1_student)")
