@@ -423,6 +423,23 @@ def describe_weights(path) -> dict:
     return {"path": str(path), "sha256": file_sha256(path), "source": source}
 
 
+def encoder_weights_file(choice, encoder) -> Path:
+    """The weights file a `pretrained_encoder` value names for a model of size `encoder`: "course" / "course-mae"
+    the course's shipped vitt encoders (`course_encoder`; ValueError for another size), True / "auto" /
+    "required" DINOv2 (`find_encoder_weights`: local file, HF cache, download), else the value as a path.
+    Raises FileNotFoundError saying what was tried."""
+    if choice in COURSE_ENCODERS:
+        if (size := get_config(encoder).name) != "vitt":
+            raise ValueError(f"pretrained_encoder={choice!r} is a vitt encoder; the model is {size!r}")
+        return course_encoder(choice)
+    if choice is True or choice in ENCODER_CHOICES:
+        return find_encoder_weights(encoder)
+    path = Path(choice)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: DINOv2 encoder weights not found")
+    return path
+
+
 def resolve_pretrained_encoder(choice, encoder):
     """`pretrained_encoder` resolved to a weights file (str) or None (random init). Notebooks 04 and 06.
 
@@ -433,12 +450,8 @@ def resolve_pretrained_encoder(choice, encoder):
     """
     if choice is None or choice is False:
         return None
-    if choice in COURSE_ENCODERS:
-        if get_config(encoder).name != "vitt":
-            raise ValueError(f"pretrained_encoder={choice!r} is a vitt encoder; the model is {encoder!r}")
-        return str(course_encoder(choice))
     if choice not in ENCODER_CHOICES:
-        return str(choice)
+        return str(encoder_weights_file(choice, encoder)) if choice in COURSE_ENCODERS else str(choice)
     try:
         return str(find_encoder_weights(encoder))
     except FileNotFoundError as e:
@@ -468,14 +481,7 @@ def load_encoder_weights(model: DepthAnything, source=True) -> None:
     (the local file, the Hugging Face cache, the hub), or a COURSE_ENCODERS name. Raises FileNotFoundError
     saying what was tried.
     """
-    if source is True or source in ENCODER_CHOICES:
-        path = find_encoder_weights(model.cfg)
-    elif source in COURSE_ENCODERS:
-        path = course_encoder(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: DINOv2 encoder weights not found")
+    path = encoder_weights_file(source, model.cfg)
     cfg = model.cfg
     sd = _official_to_ours(_read_state_dict(path))
     if any(k.startswith("pretrained.") for k in sd):
